@@ -1,0 +1,102 @@
+"""Segmentation metrics with the ReDO convention used by the IEM paper and code.
+
+Per image, the predicted foreground is compared with the ground truth; because an
+unsupervised method cannot know which region is the object, each metric is taken as the
+better of (mask, 1 - mask) -- independently for accuracy, IoU and DICE, as the authors'
+code does -- and then averaged over images. Ground-truth pixels equal to
+:data:`iemlib.images.UNKNOWN` (255; 128 in the mask files) are excluded from every count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .images import UNKNOWN
+
+
+@dataclass
+class Scores:
+    """Per-image scores (fractions in [0, 1], arrays of shape (N,)).
+
+    acc, iou, dice: the ReDO convention (best of mask and flipped mask).
+    iou_direct: IoU of the mask as predicted, no flip.
+    miou: mean of the (flip-convention) IoU against the ground truth and against the
+    inverted ground truth."""
+
+    acc: np.ndarray
+    iou: np.ndarray
+    dice: np.ndarray
+    iou_direct: np.ndarray
+    miou: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.acc)
+
+    def summary(self) -> dict:
+        """Means over images, in percent, plus the image count ``n``."""
+        out = {"n": len(self)}
+        for k in ("acc", "iou", "dice", "iou_direct", "miou"):
+            out[k] = float(100 * np.mean(getattr(self, k))) if len(self) else float("nan")
+        return out
+
+    def __str__(self) -> str:
+        s = self.summary()
+        return (f"n={s['n']}  accuracy {s['acc']:.1f}  IoU {s['iou']:.1f}  DICE {s['dice']:.1f}"
+                f"  (IoU without flip {s['iou_direct']:.1f}, mIoU {s['miou']:.1f})")
+
+
+def _as_nhw(t, name) -> torch.Tensor:
+    if isinstance(t, np.ndarray):
+        t = torch.from_numpy(t)
+    if t.dim() == 4:
+        if t.shape[1] != 1:
+            raise ValueError(f"{name} must have one channel, got shape {tuple(t.shape)}")
+        t = t[:, 0]
+    if t.dim() == 2:
+        t = t[None]
+    if t.dim() != 3:
+        raise ValueError(f"{name} must have shape (N, 1, H, W) or (N, H, W), got {tuple(t.shape)}")
+    return t
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    # an empty union (or empty prediction and truth) means both agree perfectly
+    return torch.where(den > 0, num / den.clamp_min(1), torch.ones_like(num))
+
+
+def _iou(p, g, valid):
+    inter = (p & g & valid).sum((1, 2)).double()
+    union = ((p | g) & valid).sum((1, 2)).double()
+    return _ratio(inter, union)
+
+
+def _dice(p, g, valid):
+    inter = (p & g & valid).sum((1, 2)).double()
+    total = ((p & valid).sum((1, 2)) + (g & valid).sum((1, 2))).double()
+    return _ratio(2 * inter, total)
+
+
+def evaluate(masks, gt) -> Scores:
+    """masks: (N, 1, H, W) predicted foreground (bool, or floats thresholded at 0.5);
+    gt: (N, 1, H, W) with 1 foreground, 0 background, 255 unknown (excluded).
+    Returns per-image :class:`Scores`; ``scores.summary()`` gives the means in percent."""
+    masks, gt = _as_nhw(masks, "masks"), _as_nhw(gt, "ground truth")
+    if masks.shape != gt.shape:
+        raise ValueError(f"masks {tuple(masks.shape)} and ground truth {tuple(gt.shape)} differ in shape")
+    p = masks >= 0.5 if torch.is_floating_point(masks) else masks.bool()
+    g_raw = gt.to(torch.int64)
+    valid = g_raw != UNKNOWN
+    g = (g_raw == 1) & valid
+    q = ~p
+    n_valid = valid.sum((1, 2)).double()
+    acc = torch.maximum(_ratio(((p == g) & valid).sum((1, 2)).double(), n_valid),
+                        _ratio(((q == g) & valid).sum((1, 2)).double(), n_valid))
+    iou_direct = _iou(p, g, valid)
+    iou = torch.maximum(iou_direct, _iou(q, g, valid))
+    dice = torch.maximum(_dice(p, g, valid), _dice(q, g, valid))
+    g_inv = ~g & valid
+    iou_inv = torch.maximum(_iou(p, g_inv, valid), _iou(q, g_inv, valid))
+    return Scores(acc=acc.numpy(), iou=iou.numpy(), dice=dice.numpy(),
+                  iou_direct=iou_direct.numpy(), miou=((iou + iou_inv) / 2).numpy())
