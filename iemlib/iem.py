@@ -184,7 +184,10 @@ class IEMResult:
     all_masks: (N, K, 1, H, W) bool, every square's final mask.
     all_errors: (N, K) every square's final L_inp.
     all_objectives: (N, K) every square's final regularised objective.
-    iterations: (N, K) the iteration at which each mask stopped changing (T if it never did).
+    settled_at: (N, K) the first iteration t from which the mask sequence repeats (T if
+        it did not within T iterations).
+    period: (N, K) 1 where the mask reached a fixed point (M_{t+1} == M_t), 2 where it
+        alternates between two masks (M_{t+1} == M_{t-1}), 0 where neither was seen.
     history: with ``config.history``: "inpainting_error" and "objective" (N, K, T + 1),
         the values at M_0 ... M_T; with ``keep_masks`` also "masks" (N, K, T + 1, 1, H, W).
     seconds: wall time of the run.
@@ -197,7 +200,8 @@ class IEMResult:
     all_masks: torch.Tensor
     all_errors: torch.Tensor
     all_objectives: torch.Tensor
-    iterations: torch.Tensor
+    settled_at: torch.Tensor
+    period: torch.Tensor
     history: dict = field(default_factory=dict)
     seconds: float = 0.0
     config: IEMConfig | None = None
@@ -238,18 +242,28 @@ def _as_images(x) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- the loops
 class _Loop:
-    """State shared by both implementations for one batch: x (B, 3, H, W), m (B, 1, H, W)."""
+    """Book-keeping shared by both implementations for one batch of B masks.
 
-    def __init__(self, config: IEMConfig, iters: int, b: int, device, want_masks: bool, m0):
+    The update is a deterministic function of (X, M). So once M_{t+1} == M_t (a fixed
+    point, period 1) or M_{t+1} == M_{t-1} (a two-cycle, period 2), every later mask,
+    objective value and the final mask are known without computing them: the fast path
+    lets such images leave the batch, the reference path just notes it."""
+
+    def __init__(self, config: IEMConfig, iters: int, m0: torch.Tensor):
+        b = m0.shape[0]
         self.cfg = config
-        self.iterations = torch.full((b,), iters, dtype=torch.long)
+        self.iters = iters
+        self.settled_at = torch.full((b,), iters, dtype=torch.long)
+        self.period = torch.zeros(b, dtype=torch.long)
         self.err = torch.zeros(b, iters + 1, dtype=torch.float64) if config.history else None
         self.obj = torch.zeros(b, iters + 1, dtype=torch.float64) if config.history else None
-        self.masks = torch.zeros(b, iters + 1, *m0.shape[1:], dtype=torch.bool) if want_masks else None
-        if want_masks:
+        self.masks = None
+        if config.keep_masks:
+            self.masks = torch.zeros(b, iters + 1, *m0.shape[1:], dtype=torch.bool)
             self.masks[:, 0] = m0.cpu()
 
-    def record(self, t, idx, l_inp, objective):
+    def record(self, t: int, idx: torch.Tensor, l_inp, objective):
+        """Objective values at M_t of the images idx."""
         if self.err is not None:
             self.err[idx, t] = l_inp.detach().double().cpu()
             self.obj[idx, t] = objective.detach().double().cpu()
@@ -261,57 +275,76 @@ class _Loop:
             new = smooth(new, self.cfg.smoothing_rule)
         return new
 
-    def fill_after_exit(self, idx, t):
-        """Images in idx have M_{t+1} == M_t: every later value equals the one at t."""
-        self.iterations[idx] = t
+    def settle(self, idx: torch.Tensor, t: int, period: int):
+        """Images idx have M_{t+1} == M_{t+1-period}: fill in every later value."""
+        self.settled_at[idx] = t + 1 - period
+        self.period[idx] = period
+        later = torch.arange(t + 1, self.iters + 1)
+        # M_s for s > t equals M_t (s - t even) or M_{t-1} (s - t odd, two-cycles only)
+        source = t - ((later - t) % period)
         if self.err is not None:
-            self.err[idx, t + 1:] = self.err[idx, t:t + 1]
-            self.obj[idx, t + 1:] = self.obj[idx, t:t + 1]
+            self.err[idx.unsqueeze(1), later] = self.err[idx.unsqueeze(1), source]
+            self.obj[idx.unsqueeze(1), later] = self.obj[idx.unsqueeze(1), source]
         if self.masks is not None:
-            self.masks[idx, t + 2:] = self.masks[idx, t + 1:t + 2]
+            later_m = later[1:]  # M_{t+1} itself is recorded by the caller
+            if len(later_m):
+                src = t + 1 - ((later_m - t - 1) % period)
+                self.masks[idx.unsqueeze(1), later_m] = self.masks[idx.unsqueeze(1), src]
+
+    def final_of_cycle(self, t: int, m_t: torch.Tensor, m_next: torch.Tensor) -> torch.Tensor:
+        """For a two-cycle detected at t (M_{t+1} == M_{t-1}): the mask at the last step."""
+        return m_next if (self.iters - t - 1) % 2 == 0 else m_t
 
 
-def _run_fast(x, m0, cfg: IEMConfig, iters: int, want_masks: bool):
+def _run_fast(x, m0, cfg: IEMConfig, iters: int):
     b, _, h, w = x.shape
-    lam = cfg.effective_lambda
     blur = SeparableBlur(h, w, cfg.sigma, cfg.taps, cfg.reps, cfg.scale_factor, x.dtype, x.device)
     kx = blur(x)
     k1 = blur(torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device))
-    kw = dict(lam=lam, numerator=cfg.numerator, denominator=cfg.denominator,
+    kw = dict(lam=cfg.effective_lambda, numerator=cfg.numerator, denominator=cfg.denominator,
               denominator_mask=cfg.denominator_mask, guard=GUARD)
-    loop = _Loop(cfg, iters, b, x.device, want_masks, m0)
-    m = m0.clone()
-    active = torch.arange(b, device=x.device)
-    xa, kxa, ma = x, kx, m.to(x.dtype)
+    loop = _Loop(cfg, iters, m0)
+    m = m0.clone()                      # final masks of every image, filled as they settle
+    active = torch.arange(b)            # images still iterating (CPU indices)
+    xa, kxa, cur, prev = x, kx, m0.clone(), None
     for t in range(iters):
-        l_inp, objective, grad = iem_value_and_grad(xa, ma, blur, kxa, k1, **kw)
-        loop.record(t, active.cpu(), l_inp, objective)
-        new = loop.step(ma, grad)
-        changed = (new != ma.bool()).flatten(1).any(1)
-        m[active] = new
-        if want_masks:
-            loop.masks[active.cpu(), t + 1] = new.cpu()
-        if cfg.early_exit and not bool(changed.all()):
-            # M_{t+1} == M_t: those images are at a fixed point and leave the batch
-            loop.fill_after_exit(active[~changed].cpu(), t)
-            keep = changed.nonzero().squeeze(1)
-            active, xa, kxa = active[keep], xa[keep], kxa[keep]
-            new = new[keep]
+        l_inp, objective, grad = iem_value_and_grad(xa, cur.to(x.dtype), blur, kxa, k1, **kw)
+        loop.record(t, active, l_inp, objective)
+        new = loop.step(cur, grad)
+        if loop.masks is not None:
+            loop.masks[active, t + 1] = new.cpu()
+        m[active.to(m.device)] = new
+        if not cfg.early_exit:
+            prev, cur = cur, new
+            continue
+        fixed = ~(new != cur).flatten(1).any(1)
+        cycle = torch.zeros_like(fixed) if prev is None else (~fixed & ~(new != prev).flatten(1).any(1))
+        if bool(fixed.any()):
+            loop.settle(active[fixed.cpu()], t, 1)
+        if bool(cycle.any()):
+            c = cycle.cpu()
+            loop.settle(active[c], t, 2)
+            m[active[c].to(m.device)] = loop.final_of_cycle(t, cur[cycle], new[cycle])
+        keep = ~(fixed | cycle)
+        if not bool(keep.all()):
+            kc = keep.cpu()
+            active, xa, kxa = active[kc], xa[keep], kxa[keep]
+            new, cur = new[keep], cur[keep]
             if active.numel() == 0:
                 break
-        ma = new.to(x.dtype)
+        prev, cur = cur, new
     l_inp, objective, _ = iem_value_and_grad(x, m.to(x.dtype), blur, kx, k1, need_grad=False, **kw)
-    live = loop.iterations == iters  # the others were filled when they left
+    live = loop.period == 0              # the others were filled in when they settled
     loop.record(iters, torch.arange(b)[live], l_inp[live.to(l_inp.device)],
                 objective[live.to(l_inp.device)])
     return m, l_inp, objective, loop
 
 
-def _run_reference(x, m0, cfg: IEMConfig, iters: int, want_masks: bool, inpainter: Callable):
+def _run_reference(x, m0, cfg: IEMConfig, iters: int, inpainter: Callable):
     """The authors' loop: autograd gives the gradient of the regularised objective."""
     b = x.shape[0]
     lam = cfg.effective_lambda
-    loop = _Loop(cfg, iters, b, x.device, want_masks, m0)
+    loop = _Loop(cfg, iters, m0)
     obj_kw = dict(numerator=cfg.numerator, denominator=cfg.denominator,
                   denominator_mask=cfg.denominator_mask)
 
@@ -322,24 +355,28 @@ def _run_reference(x, m0, cfg: IEMConfig, iters: int, want_masks: bool, inpainte
         objective = l_inp - lam * diversity(x, m) if lam else l_inp
         return l_inp, objective
 
-    m = m0.to(x.dtype)
     everyone = torch.arange(b)
+    cur, prev = m0.bool(), None
     for t in range(iters):
-        mv = m.clone().requires_grad_(True)
+        mv = cur.to(x.dtype).requires_grad_(True)
         l_inp, objective = evaluate(mv)
         (grad,) = torch.autograd.grad(objective.sum(), mv)
         loop.record(t, everyone, l_inp, objective)
-        new = loop.step(m, grad)
-        unchanged = ~(new != m.bool()).flatten(1).any(1).cpu()
-        first = unchanged & (loop.iterations == iters)
-        loop.iterations[first] = t
-        m = new.to(x.dtype)
-        if want_masks:
+        new = loop.step(cur, grad)
+        if loop.masks is not None:
             loop.masks[:, t + 1] = new.cpu()
+        # note (without acting on it) when each sequence became periodic
+        fresh = (loop.period == 0)
+        fixed = ~(new != cur).flatten(1).any(1).cpu() & fresh
+        loop.settled_at[fixed], loop.period[fixed] = t, 1
+        if prev is not None:
+            cyc = ~(new != prev).flatten(1).any(1).cpu() & fresh & ~fixed
+            loop.settled_at[cyc], loop.period[cyc] = t - 1, 2
+        prev, cur = cur, new
     with torch.no_grad():
-        l_inp, objective = evaluate(m)
+        l_inp, objective = evaluate(cur.to(x.dtype))
     loop.record(iters, everyone, l_inp, objective)
-    return m.bool(), l_inp, objective, loop
+    return cur, l_inp, objective, loop
 
 
 def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = None,
@@ -370,7 +407,8 @@ def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = Non
     all_masks = torch.zeros(n, k, 1, h, w, dtype=torch.bool)
     all_err = torch.zeros(n, k, dtype=torch.float64)
     all_obj = torch.zeros(n, k, dtype=torch.float64)
-    iterations = torch.zeros(n, k, dtype=torch.long)
+    settled_at = torch.zeros(n, k, dtype=torch.long)
+    period = torch.zeros(n, k, dtype=torch.long)
     hist_err = torch.zeros(n, k, iters + 1, dtype=torch.float64) if cfg.history else None
     hist_obj = torch.zeros(n, k, iters + 1, dtype=torch.float64) if cfg.history else None
     hist_masks = torch.zeros(n, k, iters + 1, 1, h, w, dtype=torch.bool) if cfg.keep_masks else None
@@ -387,13 +425,14 @@ def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = Non
         m0 = torch.cat([squares[j] for _, j in chunk]).to(device)
         if cfg.impl == "fast":
             with torch.no_grad():
-                m, l_inp, objective, loop = _run_fast(xb, m0, cfg, iters, cfg.keep_masks)
+                m, l_inp, objective, loop = _run_fast(xb, m0, cfg, iters)
         else:
-            m, l_inp, objective, loop = _run_reference(xb, m0, cfg, iters, cfg.keep_masks, inpainter)
+            m, l_inp, objective, loop = _run_reference(xb, m0, cfg, iters, inpainter)
         all_masks[ii, jj] = m.cpu()
         all_err[ii, jj] = l_inp.detach().double().cpu()
         all_obj[ii, jj] = objective.detach().double().cpu()
-        iterations[ii, jj] = loop.iterations
+        settled_at[ii, jj] = loop.settled_at
+        period[ii, jj] = loop.period
         if cfg.history:
             hist_err[ii, jj] = loop.err
             hist_obj[ii, jj] = loop.obj
@@ -414,7 +453,7 @@ def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = Non
     return IEMResult(
         masks=all_masks[rows, idx], inpainting_error=all_err[rows, idx], init_index=idx,
         init_sizes=cfg.init_sizes, all_masks=all_masks, all_errors=all_err,
-        all_objectives=all_obj, iterations=iterations, history=history,
+        all_objectives=all_obj, settled_at=settled_at, period=period, history=history,
         seconds=time.perf_counter() - start, config=cfg)
 
 
