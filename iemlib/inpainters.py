@@ -51,3 +51,18 @@ def gaussian_inpaint_naive(x: torch.Tensor, mask: torch.Tensor, kernel: torch.Te
     num = torch.nn.functional.conv2d(x, k.repeat(c, 1, 1, 1), padding=(kh // 2, kw // 2), groups=c)
     den = torch.nn.functional.conv2d(mask, k, padding=(kh // 2, kw // 2))
     return num / den
+
+
+def inpaint_regions(x: torch.Tensor, mask: torch.Tensor, inpainter=None):
+    """Both inpaintings of IEM for masks ``mask`` (N, 1, H, W) of images ``x`` (N, C, H, W).
+
+    Returns ``(pred_foreground, pred_background, composite)``, each (N, C, H, W):
+    the foreground predicted from the background, psi(x . (1 - M), 1 - M); the background
+    predicted from the foreground, psi(x . M, M); and the picture the paper shows, each
+    region replaced by its inpainting: M . pred_foreground + (1 - M) . pred_background."""
+    inpainter = inpainter or GaussianInpainter()
+    m = mask.to(x.dtype)
+    with torch.no_grad():
+        pred_fg = inpainter(x * (1 - m), 1 - m)
+        pred_bg = inpainter(x * m, m)
+    return pred_fg, pred_bg, m * pred_fg + (1 - m) * pred_bg

@@ -74,3 +74,187 @@ def save_overview(path, x, y, masks, title: str | None = None, n: int | None = N
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
         matplotlib.use("Agg")
     return save_figure(overview_figure(x, y, masks, title, n), path)
+
+
+# ----------------------------------------------------------------------------- explorer
+class IEMExplorer:
+    """Interactive view of IEM on one image: the mask, both inpaintings and the curves at
+    any iteration, for any sigma, lambda, initial square and switches.
+
+    The logic is plain Python (tested without a browser); :meth:`widget` wraps it in
+    ipywidgets for JupyterLab.
+
+    images: dict name -> (x (3, H, W) in [-1, 1], y (H, W) uint8 0/1/255 or None)."""
+
+    def __init__(self, images: dict, iters: int = 150):
+        if not images:
+            raise ValueError("the explorer needs at least one image")
+        self.images = dict(images)
+        self.name = next(iter(self.images))
+        self.iters = iters
+        self.settings = dict(sigma=5.0, lam=0.001, init_size=78, smoothing=True,
+                             boundary_only=True, regulariser=True)
+        self.iteration = iters
+        self.message = ""
+        self._cache: dict = {}
+
+    # ---- state changes (what the widgets call)
+    def set(self, **changes) -> None:
+        unknown = set(changes) - set(self.settings) - {"name", "iteration"}
+        if unknown:
+            raise ValueError(f"unknown explorer settings: {sorted(unknown)}")
+        if "name" in changes:
+            if changes["name"] not in self.images:
+                raise ValueError(f"no image called {changes['name']!r}")
+            self.name = changes.pop("name")
+        if "iteration" in changes:
+            self.iteration = int(min(max(changes.pop("iteration"), 0), self.iters))
+        self.settings.update(changes)
+
+    def add_image(self, name: str, data: bytes) -> bool:
+        """Add an uploaded image (file bytes); returns False and sets ``message`` if the
+        bytes are not a usable image."""
+        import io
+        import tempfile
+
+        from .images import ImageError, image_to_array, read_image
+        suffix = Path(name).suffix or ".png"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            path.write_bytes(data if isinstance(data, (bytes, bytearray)) else io.BytesIO(data).read())
+            try:
+                x = image_to_array(read_image(path))
+            except ImageError as err:
+                self.message = f"{name}: {str(err).split(': ', 1)[-1]}"
+                return False
+        self.images[name] = (x, None)
+        self.name = name
+        self.message = f"added {name}"
+        return True
+
+    # ---- computation
+    def config(self):
+        from .iem import IEMConfig
+        s = self.settings
+        return IEMConfig(iters=self.iters, sigma=float(s["sigma"]),
+                         lam=float(s["lam"]) if s["regulariser"] else 0.0,
+                         init_sizes=(int(s["init_size"]),), smoothing=bool(s["smoothing"]),
+                         boundary_only=bool(s["boundary_only"]), history=True, keep_masks=True,
+                         device="cpu")
+
+    def run(self):
+        """The IEM run for the current image and settings (cached): an IEMResult."""
+        from .iem import segment
+        key = (self.name, tuple(sorted(self.settings.items())), self.iters)
+        if key not in self._cache:
+            x, _ = self.images[self.name]
+            self._cache[key] = segment(torch.as_tensor(x)[None], self.config())
+        return self._cache[key]
+
+    def state(self) -> dict:
+        """Everything the view shows at the current iteration t:
+        image, mask, pred_foreground, pred_background, composite ((3 or 1, H, W) tensors),
+        inpainting_error and objective curves (T + 1,), iou curve (T + 1,) or None,
+        and t."""
+        from .inpainters import GaussianInpainter, inpaint_regions
+        from .metrics import evaluate
+        res = self.run()
+        x, y = self.images[self.name]
+        x = torch.as_tensor(x)
+        masks = res.history["masks"][0, 0]                    # (T + 1, 1, H, W)
+        t = self.iteration
+        m = masks[t]
+        pf, pb, comp = inpaint_regions(x[None], m[None], GaussianInpainter(sigma=float(self.settings["sigma"])))
+        iou = None
+        if y is not None:
+            yy = torch.as_tensor(y).expand(len(masks), *y.shape[-2:])[:, None]
+            iou = torch.as_tensor(evaluate(masks, yy).iou)
+        return dict(t=t, image=x, mask=m, pred_foreground=pf[0], pred_background=pb[0],
+                    composite=comp[0], inpainting_error=res.history["inpainting_error"][0, 0],
+                    objective=res.history["objective"][0, 0], iou=iou,
+                    settled_at=int(res.settled_at[0, 0]), period=int(res.period[0, 0]))
+
+    def figure(self):
+        """A matplotlib figure of :meth:`state`."""
+        import matplotlib.pyplot as plt
+        s = self.state()
+        fig = plt.figure(figsize=(11, 4.2))
+        grid = fig.add_gridspec(2, 5)
+        panels = [("image", to_rgb(s["image"])), (f"mask, iteration {s['t']}", mask_image(s["mask"])),
+                  ("foreground from background", to_rgb(s["pred_foreground"])),
+                  ("background from foreground", to_rgb(s["pred_background"]))]
+        for j, (title, p) in enumerate(panels):
+            ax = fig.add_subplot(grid[0, j] if j < 2 else grid[1, j - 2])
+            ax.imshow(p, cmap="gray" if p.ndim == 2 else None, vmin=0, vmax=1)
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax = fig.add_subplot(grid[:, 2:])
+        ts = np.arange(len(s["inpainting_error"]))
+        ax.plot(ts, s["inpainting_error"].numpy(), label="inpainting error L_inp")
+        if s["iou"] is not None:
+            ax.plot(ts, s["iou"].numpy(), label="IoU with ground truth")
+        # the regularised objective lives on another scale (sigma(M) is in the thousands)
+        ax2 = ax.twinx()
+        ax2.plot(ts, s["objective"].numpy(), color="tab:red", lw=0.9, ls="--",
+                 label="regularised objective (right axis)")
+        ax2.tick_params(labelsize=7)
+        ax.plot([], [], color="tab:red", lw=0.9, ls="--", label="regularised objective (right)")
+        ax.axvline(s["t"], color="k", lw=0.8, ls=":")
+        ax.set_xlabel("iteration")
+        settled = (f"settled at {s['settled_at']} (period {s['period']})" if s["period"]
+                   else "still changing at the end")
+        ax.set_title(f"{self.name}: {settled}", fontsize=9)
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        return fig
+
+    # ---- the ipywidgets front end
+    def widget(self):
+        """The explorer as an ipywidgets box (call once; it draws immediately)."""
+        import ipywidgets as w
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        out = w.Output()
+        status = w.HTML()
+        c = {
+            "name": w.Dropdown(options=list(self.images), value=self.name, description="image"),
+            "sigma": w.FloatSlider(value=self.settings["sigma"], min=1, max=10, step=0.5, description="sigma"),
+            "lam": w.SelectionSlider(options=[0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+                                     value=self.settings["lam"], description="lambda"),
+            "init_size": w.IntSlider(value=self.settings["init_size"], min=16, max=120, step=2, description="square"),
+            "iteration": w.IntSlider(value=self.iteration, min=0, max=self.iters, description="iteration"),
+            "smoothing": w.Checkbox(value=True, description="smoothing"),
+            "boundary_only": w.Checkbox(value=True, description="boundary only"),
+            "regulariser": w.Checkbox(value=True, description="regulariser"),
+        }
+        upload = w.FileUpload(accept="image/*", multiple=False, description="your image")
+
+        def redraw(*_):
+            self.set(**{k: v.value for k, v in c.items()})
+            with out:
+                out.clear_output(wait=True)
+                fig = self.figure()
+                display(fig)
+                plt.close(fig)
+            status.value = self.message
+
+        def on_upload(change):
+            files = change["new"]
+            for f in (files if isinstance(files, (list, tuple)) else files.values()):
+                name = f["name"] if isinstance(f, dict) else f.name
+                content = f["content"] if isinstance(f, dict) else f.content
+                if self.add_image(name, bytes(content)):
+                    c["name"].options = list(self.images)
+                    c["name"].value = self.name
+            redraw()
+
+        for ctl in c.values():
+            ctl.observe(redraw, names="value")
+        upload.observe(on_upload, names="value")
+        redraw()
+        return w.VBox([w.HBox([c["name"], upload, status]),
+                       w.HBox([c["sigma"], c["lam"], c["init_size"]]),
+                       w.HBox([c["iteration"], c["smoothing"], c["boundary_only"], c["regulariser"]]),
+                       out])
