@@ -3,6 +3,7 @@
     iem segment IN_DIR OUT_DIR      one PNG mask per image, at the image's own size
     iem evaluate SET_DIR            IEM on images/ + masks/, prints accuracy / IoU / DICE
     iem demo                        the composite demo set: metrics and an overview figure
+    iem data download flowers102    fetch, check and unpack a paper dataset
 
 Errors in the input (missing or empty folders, unreadable, truncated or 16-bit images,
 image/mask size mismatch, tiny images) are reported in one line naming the file, with a
@@ -241,6 +242,30 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------- data
+def cmd_data(args) -> int:
+    from .data import available_datasets, data_root
+    from .download import SPECS, DownloadError, download, verify
+    root = Path(args.root) if args.root else data_root()
+    try:
+        if args.action == "list":
+            print(f"data root: {root.resolve()}")
+            print("present: " + (", ".join(available_datasets(root)) or "none"))
+            print("downloadable: " + ", ".join(f"{k} ({v.note})" for k, v in SPECS.items()))
+            return 0
+        if not args.name:
+            raise CLIError(f"iem data {args.action} needs a dataset name: {', '.join(SPECS)}")
+        if args.action == "download":
+            folder = download(args.name, root, keep_archives=args.keep_archives,
+                              progress=not args.quiet)
+            print(f"{verify(args.name, root)} (ready in {folder})")
+        else:
+            print(verify(args.name, root))
+    except DownloadError as err:
+        raise CLIError(str(err), status=1)
+    return 0
+
+
 # --------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
@@ -276,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_iem_options(d)
     d.set_defaults(func=cmd_demo)
+
+    a = sub.add_parser("data", help="download, verify or list the paper's datasets")
+    a.add_argument("action", choices=("download", "verify", "list"))
+    a.add_argument("name", nargs="?", help="flowers102 or cub")
+    a.add_argument("--root", default=None, help="data root (default: $IEM_DATA_DIR, else data/)")
+    a.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives")
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
+    a.set_defaults(func=cmd_data)
     return p
 
 
