@@ -34,3 +34,53 @@ def local_sets(root: Path | None = None) -> list[str]:
         return []
     return sorted(p.name for p in root.iterdir()
                   if (p / "images").is_dir() and (p / "masks").is_dir())
+
+
+# ------------------------------------------------------------------------------ tables
+def results_dir() -> Path:
+    """Where notebooks write their tables: ``$IEM_RESULTS_DIR``, else ``results/`` at the
+    project root (the folder holding ``notebooks/``), else ``./results``."""
+    env = os.environ.get("IEM_RESULTS_DIR")
+    if env:
+        return Path(env)
+    here = Path.cwd()
+    root = here.parent if here.name == "notebooks" else here
+    return root / "results"
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return "-" if v != v else f"{v:.1f}"
+    return "-" if v is None else str(v)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows of equal keys -> a Markdown table (floats with one decimal, NaN/None as '-')."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_cell(r.get(k)) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def save_table(rows: list[dict], name: str, title: str = "") -> Path:
+    """Write ``rows`` as ``<results>/<name>.csv`` and ``.md`` (atomically); returns the
+    Markdown path. The Markdown file starts with ``title`` and the run mode."""
+    import csv
+    import io
+    import tempfile
+
+    out = results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else [])
+    writer.writeheader()
+    writer.writerows(rows)
+    md = (f"# {title}\n\n" if title else "") + f"_{mode_banner().split(';')[0]}_\n\n" + markdown_table(rows) + "\n"
+    for suffix, text in ((".csv", buf.getvalue()), (".md", md)):
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=suffix)
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, out / f"{name}{suffix}")
+    return out / f"{name}.md"
