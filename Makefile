@@ -16,6 +16,7 @@ help:
 	@echo "make test       every test, notebooks included (IEM_QUICK=1)"
 	@echo "make lab        open the notebooks in JupyterLab"
 	@echo "make bench      speed of the fast and reference implementations"
+	@echo "make reproduce  run every notebook headless; tables in results/"
 	@echo "data: $(IEM_DATA_DIR)"
 
 $(BIN)/python:
@@ -50,6 +51,9 @@ lab: $(VENV)/.lab
 
 bench: $(VENV)/.core
 	$(BIN)/python benchmarks/iem_speed.py
+
+reproduce: $(VENV)/.test
+	$(BIN)/python -m iemlib.reproduce --notebooks notebooks --results results
 
 clean:
 	rm -rf $(VENV) .pytest_cache iem_demo.png

@@ -1,0 +1,80 @@
+"""Run the whole notebook series headless and collect its tables.
+
+    python -m iemlib.reproduce [--notebooks notebooks] [--results results] [--quick]
+
+Executes every ``NN_*.ipynb`` in order on the data found under the data root
+(``$IEM_DATA_DIR``, else ``data/``), writes the executed copies to
+``<results>/notebooks/`` (the committed notebooks are left untouched) and lets each
+notebook write its tables as CSV and Markdown into ``<results>/``. A notebook that fails
+stops the run with its name and the error; executed copies are written atomically, and
+``--skip-done`` resumes after an interruption.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def notebooks_in(folder: Path) -> list[Path]:
+    books = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if not books:
+        raise SystemExit(f"reproduce: no numbered notebooks in {folder}")
+    return books
+
+
+def run(notebooks: Path, results: Path, quick: bool = False, skip_done: bool = False,
+        timeout: int = 4 * 3600) -> int:
+    import nbformat
+    from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
+
+    results = results.resolve()
+    out_dir = results / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["IEM_RESULTS_DIR"] = str(results)
+    if quick:
+        os.environ["IEM_QUICK"] = "1"
+    books = notebooks_in(notebooks)
+    total = time.perf_counter()
+    for k, book in enumerate(books, 1):
+        target = out_dir / book.name
+        if skip_done and target.is_file() and target.stat().st_mtime >= book.stat().st_mtime:
+            print(f"[{k}/{len(books)}] {book.name}: done earlier, skipped", flush=True)
+            continue
+        print(f"[{k}/{len(books)}] {book.name} ...", end=" ", flush=True)
+        start = time.perf_counter()
+        nb = nbformat.read(book, as_version=4)
+        try:
+            ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(
+                nb, {"metadata": {"path": str(book.parent.resolve())}})
+        except CellExecutionError as err:
+            print("FAILED")
+            print(f"reproduce: {book.name} failed:\n{str(err)[-2000:]}", file=sys.stderr)
+            return 1
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{book.stem}.", suffix=".ipynb")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            nbformat.write(nb, fh)
+        os.replace(tmp, target)
+        print(f"{time.perf_counter() - start:.0f} s", flush=True)
+    tables = sorted(results.glob("*.md"))
+    print(f"done in {time.perf_counter() - total:.0f} s; executed notebooks in {out_dir}")
+    for t in tables:
+        print(f"  table: {t}")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m iemlib.reproduce", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--notebooks", type=Path, default=Path("notebooks"))
+    ap.add_argument("--results", type=Path, default=Path("results"))
+    ap.add_argument("--quick", action="store_true", help="IEM_QUICK=1: a fast smoke run")
+    ap.add_argument("--skip-done", action="store_true", help="skip notebooks already executed")
+    args = ap.parse_args(argv)
+    return run(args.notebooks, args.results, args.quick, args.skip_done)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
