@@ -28,6 +28,20 @@ def notebooks_in(folder: Path) -> list[Path]:
 
 def run(notebooks: Path, results: Path, quick: bool = False, skip_done: bool = False,
         timeout: int = 4 * 3600) -> int:
+    """Execute the series; returns 0, or 1 when a notebook fails. The kernels see
+    IEM_RESULTS_DIR (and IEM_QUICK with ``quick``); the caller's environment is restored."""
+    saved = {k: os.environ.get(k) for k in ("IEM_RESULTS_DIR", "IEM_QUICK")}
+    try:
+        return _run(notebooks, results, quick, skip_done, timeout)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run(notebooks, results, quick, skip_done, timeout) -> int:
     import nbformat
     from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
 

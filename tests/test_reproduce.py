@@ -1,0 +1,53 @@
+"""make reproduce: notebooks executed in order, tables collected, failures reported."""
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from iemlib.reproduce import run
+
+
+def _book(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def series(tmp_path):
+    books = tmp_path / "notebooks"
+    books.mkdir()
+    _book(books / "01_first.ipynb",
+          "from iemlib.series import save_table, quick\n"
+          "save_table([{'method': 'IEM', 'iou': 52.04}], 'table_x', title='T')\n"
+          "print('quick' if quick() else 'full')")
+    _book(books / "02_second.ipynb", "x = 1 + 1")
+    (books / "notes.ipynb").write_text("not numbered, not run")
+    return books
+
+
+def test_runs_in_order_and_collects_tables(series, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("IEM_QUICK", raising=False)
+    results = tmp_path / "results"
+    assert run(series, results, quick=True) == 0
+    out = capsys.readouterr().out
+    assert out.index("01_first") < out.index("02_second")
+    assert "notes" not in out
+    md = (results / "table_x.md").read_text()
+    assert "| IEM | 52.0 |" in md and "QUICK" in md
+    assert (results / "table_x.csv").read_text().splitlines() == ["method,iou", "IEM,52.04"]
+    executed = nbformat.read(results / "notebooks" / "01_first.ipynb", as_version=4)
+    assert executed.cells[0].outputs[0]["text"].strip() == "quick"
+    # resuming skips what is done
+    assert run(series, results, quick=True, skip_done=True) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_a_failing_notebook_stops_the_run(series, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("IEM_QUICK", raising=False)
+    _book(series / "01_first.ipynb", "raise ValueError('broken on purpose')")
+    assert run(series, tmp_path / "results") == 1
+    captured = capsys.readouterr()
+    assert "01_first.ipynb failed" in captured.err and "broken on purpose" in captured.err
+    assert "02_second" not in captured.out
+    assert not (tmp_path / "results" / "notebooks" / "01_first.ipynb").exists()
