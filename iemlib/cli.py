@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = 1   # bad input files or settings (argparse uses 2 for usage errors)
 
 
 class CLIError(Exception):
@@ -57,6 +57,10 @@ def _add_iem_options(p: argparse.ArgumentParser) -> None:
 def _config(args):
     from .iem import PAPER_INIT_SIZES, IEMConfig
     sizes = args.init_sizes or (PAPER_INIT_SIZES if args.paper else (78,))
+    too_big = [s for s in sizes if s > 128]
+    if too_big:
+        raise CLIError(f"--init-sizes {too_big[0]}: squares are given at 128 x 128, "
+                       "so a side must be at most 128")
     try:
         cfg = IEMConfig(iters=args.iters, init_sizes=tuple(sizes), select=args.select,
                         impl=args.impl, lam=args.lam, smoothing=not args.no_smoothing,
@@ -81,6 +85,12 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 # ------------------------------------------------------------------------------ segment
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_png_atomic(array: np.ndarray, path: Path) -> None:
     """Write a uint8 array as PNG via a temporary file in the same folder + rename, so that
     an interrupted run never leaves a half-written mask."""
@@ -90,10 +100,23 @@ def write_png_atomic(array: np.ndarray, path: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             Image.fromarray(array).save(fh, format="PNG")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; masks are not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _mask_done(mask: Path, image: Path) -> bool:
+    """A mask counts as done when it is a readable PNG of its image's size (header only)."""
+    from PIL import Image
+    if not mask.is_file():
+        return False
+    try:
+        with Image.open(mask) as m, Image.open(image) as i:
+            return m.format == "PNG" and m.size == i.size
+    except (OSError, ValueError):
+        return False
 
 
 def cmd_segment(args) -> int:
@@ -103,15 +126,27 @@ def cmd_segment(args) -> int:
     from .images import ImageError, image_to_array, list_images, read_image
     from .iem import segment
 
+    from .images import MIN_SIDE
+    if args.size < MIN_SIDE:
+        raise CLIError(f"--size {args.size}: the shorter side must be at least {MIN_SIDE} pixels")
     cfg = _config(args)
     in_dir, out_dir = Path(args.in_dir), Path(args.out_dir)
+    img_dir = in_dir / "images" if (in_dir / "images").is_dir() else in_dir
     try:
-        files = list_images(in_dir / "images" if (in_dir / "images").is_dir() else in_dir)
+        files = list_images(img_dir)
     except ImageError as err:
         raise CLIError(str(err))
-    if out_dir.resolve() == in_dir.resolve():
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"{out_dir}: exists and is not a folder")
+    if out_dir.resolve() in (in_dir.resolve(), img_dir.resolve()):
         raise CLIError(f"{out_dir}: the output folder must differ from the input folder")
-    todo = [f for f in files if args.overwrite or not (out_dir / (f.stem + ".png")).is_file()]
+    by_stem: dict[str, Path] = {}
+    for f in files:
+        if f.stem in by_stem:
+            raise CLIError(f"{f}: same name as {by_stem[f.stem].name}, both would be written "
+                           f"to {f.stem}.png; rename one")
+        by_stem[f.stem] = f
+    todo = [f for f in files if args.overwrite or not _mask_done(out_dir / (f.stem + ".png"), f)]
     skipped = len(files) - len(todo)
     failed: list[str] = []
     written = 0
@@ -152,8 +187,9 @@ def cmd_segment(args) -> int:
         flush(key)
     bar.close()
     secs = time.perf_counter() - start
+    where = f"masks in {out_dir}" if written or skipped else "no masks written"
     print(f"segmented {written}, skipped {skipped} already done, failed {len(failed)}; "
-          f"masks in {out_dir} ({secs:.1f} s)", file=sys.stderr)
+          f"{where} ({secs:.1f} s)", file=sys.stderr)
     return EXIT_BAD_INPUT if failed else 0
 
 
@@ -229,6 +265,8 @@ def cmd_demo(args) -> int:
     from .data import DemoSet
     from .viz import save_overview
 
+    if args.n < 1:
+        raise CLIError(f"--n {args.n}: the demo needs at least one image")
     cfg = _config(args)
     dataset = DemoSet(n=args.n)
     scores, result, seconds = run_evaluation(dataset, cfg, quiet=args.quiet)
@@ -321,7 +359,8 @@ def main(argv=None) -> int:
         print(f"iem: error: {err}", file=sys.stderr)
         return err.status
     except KeyboardInterrupt:
-        print("iem: interrupted; masks written so far are kept, rerun to resume", file=sys.stderr)
+        hint = "; masks written so far are kept, rerun to resume" if args.command == "segment" else ""
+        print(f"iem: interrupted{hint}", file=sys.stderr)
         return 130
 
 
