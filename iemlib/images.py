@@ -8,11 +8,11 @@ Pre-processing follows the authors' code exactly (torchvision ``Resize(128, NEAR
 
 * the shorter side is resized to ``size`` with NEAREST interpolation, the longer side to
   ``round(size * long / short)`` (Python's round, half to even);
-* the centre crop starts at ``(side - size) // 2``.
-
-These two rounding rules were read off the authors' recorded inputs
-(``authors_iem_vectors.npz``), which this module reproduces bit for bit.
+* the centre crop starts at ``(side - size) // 2``;
 * images are scaled to [-1, 1]; masks keep 0 / 1 / :data:`UNKNOWN`.
+
+The two rounding rules were read off the authors' recorded inputs
+(``authors_iem_vectors.npz``), which this module reproduces bit for bit.
 """
 from __future__ import annotations
 
@@ -52,9 +52,9 @@ def _open(path: str | os.PathLike) -> Image.Image:
 
 def _check_8bit(img: Image.Image, path) -> None:
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F") or img.mode.startswith("I;16"):
-        raise ImageError(
-            f"{path}: {img.mode} image ({'16-bit' if '16' in img.mode or img.mode == 'I' else 'float'});"
-            " only 8-bit images are supported, convert it to 8-bit first")
+        depth = "16-bit" if "16" in img.mode else ("32-bit integer" if img.mode == "I" else "floating-point")
+        raise ImageError(f"{path}: {depth} image (mode {img.mode}); only 8-bit images are "
+                         "supported, convert it to 8-bit first")
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
@@ -83,7 +83,9 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     reduced to their first channel."""
     img = _open(path)
     _check_8bit(img, path)
-    arr = np.asarray(img.convert("L") if img.mode not in ("L", "1") else img.convert("L"))
+    # colour masks: the first channel (ReDO's convention), not a brightness mix in which a
+    # pure red foreground would land in the unknown band
+    arr = np.asarray(img.convert("RGB"))[..., 0] if img.mode in ("RGB", "RGBA", "P") else np.asarray(img.convert("L"))
     out = np.zeros(arr.shape, np.uint8)
     out[arr >= 192] = 1
     out[(arr > 64) & (arr < 192)] = UNKNOWN
