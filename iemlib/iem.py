@@ -299,16 +299,17 @@ class _Loop:
 def _run_fast(x, m0, cfg: IEMConfig, iters: int):
     b, _, h, w = x.shape
     blur = SeparableBlur(h, w, cfg.sigma, cfg.taps, cfg.reps, cfg.scale_factor, x.dtype, x.device)
-    kx = blur(x)
     k1 = blur(torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device))
+    # per-image constants: K*X, the channel sums and the squared norms
+    const = dict(kx=blur(x), sx=x.sum((2, 3), keepdim=True), sq=x.pow(2).sum(1, keepdim=True))
     kw = dict(lam=cfg.effective_lambda, numerator=cfg.numerator, denominator=cfg.denominator,
               denominator_mask=cfg.denominator_mask, guard=GUARD)
     loop = _Loop(cfg, iters, m0)
     m = m0.clone()                      # final masks of every image, filled as they settle
     active = torch.arange(b)            # images still iterating (CPU indices)
-    xa, kxa, cur, prev = x, kx, m0.clone(), None
+    xa, ca, cur, prev = x, const, m0.clone(), None
     for t in range(iters):
-        l_inp, objective, grad = iem_value_and_grad(xa, cur.to(x.dtype), blur, kxa, k1, **kw)
+        l_inp, objective, grad = iem_value_and_grad(xa, cur.to(x.dtype), blur, k1=k1, **ca, **kw)
         loop.record(t, active, l_inp, objective)
         new = loop.step(cur, grad)
         if loop.masks is not None:
@@ -328,12 +329,14 @@ def _run_fast(x, m0, cfg: IEMConfig, iters: int):
         keep = ~(fixed | cycle)
         if not bool(keep.all()):
             kc = keep.cpu()
-            active, xa, kxa = active[kc], xa[keep], kxa[keep]
+            active, xa = active[kc], xa[keep]
+            ca = {k: v[keep] for k, v in ca.items()}
             new, cur = new[keep], cur[keep]
             if active.numel() == 0:
                 break
         prev, cur = cur, new
-    l_inp, objective, _ = iem_value_and_grad(x, m.to(x.dtype), blur, kx, k1, need_grad=False, **kw)
+    l_inp, objective, _ = iem_value_and_grad(x, m.to(x.dtype), blur, k1=k1, need_grad=False,
+                                             **const, **kw)
     live = loop.period == 0              # the others were filled in when they settled
     loop.record(iters, torch.arange(b)[live], l_inp[live.to(l_inp.device)],
                 objective[live.to(l_inp.device)])

@@ -198,13 +198,13 @@ def centred_square(n: int, height: int, width: int, side: int, reference: int = 
 _TINY = 1e-12
 
 
-def _norm_parts(weight: torch.Tensor, values: torch.Tensor | None, kind: str):
+def _norm_parts(weight: torch.Tensor, values: torch.Tensor | None, kind: str, total=None):
     """Value and partial derivatives of :func:`iemlib.objective.weighted_norm`.
 
-    Returns (value (N,), d value / d weight (N, 1, H, W), d value / d values (N, C, H, W)
-    or None)."""
+    Returns (value (N,), d value / d weight (N, 1, H, W) or a scalar, d value / d values
+    (N, C, H, W) or None). ``total``: the value for weight = 1 where already known (count)."""
     if kind == "count":
-        return weight.sum((1, 2, 3)), torch.ones_like(weight), None
+        return weight.sum((1, 2, 3)), 1.0, None
     c = values.shape[1]
     if kind == "l1":
         a = values.abs().mean(1, keepdim=True)
@@ -217,19 +217,22 @@ def _norm_parts(weight: torch.Tensor, values: torch.Tensor | None, kind: str):
     raise ValueError(f"unknown norm {kind!r}")
 
 
-def _col(v: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, 1, 1, 1)
+def _col(v) -> torch.Tensor:
+    return v.view(-1, 1, 1, 1) if isinstance(v, torch.Tensor) else v
 
 
 def iem_value_and_grad(x: torch.Tensor, m: torch.Tensor, blur: SeparableBlur,
                        kx: torch.Tensor, k1: torch.Tensor, lam: float = 0.001,
                        numerator: str = "l1", denominator: str = "count",
                        denominator_mask: str = "own", guard: float = 1e-8,
-                       need_grad: bool = True):
+                       need_grad: bool = True, sx: torch.Tensor | None = None,
+                       sq: torch.Tensor | None = None):
     """L_inp, the regularised objective and its gradient with respect to the mask, by hand.
 
     x: (N, C, H, W); m: (N, 1, H, W) float 0/1; blur: the Gaussian blur for (H, W);
-    kx = blur(x) (N, C, H, W) and k1 = blur(ones) (1, 1, H, W), computed once per image.
+    kx = blur(x) (N, C, H, W) and k1 = blur(ones) (1, 1, H, W), computed once per image;
+    optionally sx = x.sum((2, 3), keepdim=True) (N, C, 1, 1) and sq = (x ** 2).sum(1,
+    keepdim=True) (N, 1, H, W), also constant per image.
     Returns ``(l_inp (N,), objective (N,), grad (N, 1, H, W) or None)``.
 
     Equal to autograd through :class:`~iemlib.inpainters.GaussianInpainter` and
@@ -241,61 +244,82 @@ def iem_value_and_grad(x: torch.Tensor, m: torch.Tensor, blur: SeparableBlur,
       per-pixel seed G = (d objective / d psi) / D, and the gradient
       K^T (sum_c G_c psi_c) - sum_c X_c K^T G_c. The foreground and background seeds enter
       with opposite signs and are summed before the (adjoint) blur.
+    * the diversity term in closed form: sigma(M) = sum M |x|^2 - |sum M x|^2 / |M|, and
+      d sigma(M) / dM = |x - mu(M)|^2 (the terms through mu vanish, since
+      sum_p M_p (x_p - mu) = 0 by the definition of mu).
     """
     n, c, h, w = x.shape
     area = h * w
-    xm = x * m
-    u = blur(torch.cat((xm, m), 1))
-    kxm, km = u[:, :c], u[:, c:]
-    sx = x.sum((2, 3), keepdim=True)
+    if sx is None:
+        sx = x.sum((2, 3), keepdim=True)
+    u = torch.empty(n, c + 1, h, w, dtype=x.dtype, device=x.device)
+    xm = torch.mul(x, m, out=u[:, :c])
+    u[:, c:] = m
     sxm = xm.sum((2, 3), keepdim=True)
     sm = m.sum((2, 3), keepdim=True)
+    u = blur(u)
+    kxm, km = u[:, :c], u[:, c:]
     # foreground predicted from the background, and background from the foreground
-    d_f = k1 - km + guard * (area - sm)
-    f_hat = (kx - kxm + guard * (sx - sxm)) / d_f
-    d_b = km + guard * sm
-    b_hat = (kxm + guard * sxm) / d_b
+    inv_df = 1.0 / (k1 - km + guard * (area - sm))
+    f_hat = (kx - kxm + guard * (sx - sxm)) * inv_df
+    inv_db = 1.0 / (km + guard * sm)
+    b_hat = (kxm + guard * sxm) * inv_db
     r_f, r_b = x - f_hat, x - b_hat
     bg = 1 - m
     own = denominator_mask == "own"
 
     num_f, dnum_f, dres_f = _norm_parts(m, r_f, numerator)
     num_b, dnum_b, dres_b = _norm_parts(bg, r_b, numerator)
-    den_f, dden_f, _ = _norm_parts(m if own else bg, x, denominator)
-    den_b, dden_b, _ = _norm_parts(bg if own else m, x, denominator)
+    if denominator == "count":
+        den_f = (sm if own else area - sm).view(-1)
+        den_b = (area - sm if own else sm).view(-1)
+        dden_f = dden_b = 1.0
+    else:
+        den_f, dden_f, _ = _norm_parts(m if own else bg, x, denominator)
+        den_b, dden_b, _ = _norm_parts(bg if own else m, x, denominator)
     den_f, den_b = den_f.clamp_min(_TINY), den_b.clamp_min(_TINY)
     t_f, t_b = num_f / den_f, num_b / den_b
     l_inp = t_f + t_b
 
-    div = None
     if lam:
-        mu_f = xm.sum((2, 3), keepdim=True) / sm.clamp_min(_TINY)
-        mu_b = (sx - sxm) / (area - sm).clamp_min(_TINY)
-        dev_f = (x - mu_f).pow(2).sum(1, keepdim=True)
-        dev_b = (x - mu_b).pow(2).sum(1, keepdim=True)
-        div = (m * dev_f).sum((1, 2, 3)) + (bg * dev_b).sum((1, 2, 3))
-    objective = l_inp - lam * div if lam else l_inp
+        if sq is None:
+            sq = x.pow(2).sum(1, keepdim=True)
+        sm_b = (area - sm).clamp_min(_TINY)
+        sm_f = sm.clamp_min(_TINY)
+        msq = (m * sq).sum((1, 2, 3))
+        div = (msq - (sxm.pow(2).sum(1, keepdim=True) / sm_f).view(-1)
+               + sq.sum((1, 2, 3)) - msq
+               - ((sx - sxm).pow(2).sum(1, keepdim=True) / sm_b).view(-1))
+        objective = l_inp - lam * div
+    else:
+        objective = l_inp
     if not need_grad:
         return l_inp, objective, None
 
     # direct dependence on the mask (d bg / d m = -1; the denominators' weight is m or bg)
     sign_den = 1.0 if own else -1.0
-    grad = dnum_f / _col(den_f) - dnum_b / _col(den_b)
-    grad = grad - sign_den * _col(t_f / den_f) * dden_f + sign_den * _col(t_b / den_b) * dden_b
+    grad = (_col(1.0 / den_f) * dnum_f - _col(1.0 / den_b) * dnum_b
+            - sign_den * _col(t_f / den_f) * dden_f + sign_den * _col(t_b / den_b) * dden_b)
+    if not isinstance(grad, torch.Tensor) or grad.dim() < 4:
+        grad = torch.as_tensor(grad, dtype=x.dtype, device=x.device).expand(n, 1, h, w)
     # through the two inpaintings: seeds d objective / d psi, divided by psi's denominator
-    g_f = -dres_f / _col(den_f) / d_f
-    g_b = -dres_b / _col(den_b) / d_b
-    p = g_f - g_b
-    q = (g_f * f_hat - g_b * b_hat).sum(1, keepdim=True)
-    v = blur.adjoint(torch.cat((q, p), 1))
-    grad = grad + v[:, :1] - (x * v[:, 1:]).sum(1, keepdim=True)
+    g_f = dres_f * (-inv_df / _col(den_f))
+    g_b = dres_b * (-inv_db / _col(den_b))
+    v = torch.empty(n, c + 1, h, w, dtype=x.dtype, device=x.device)
+    p = torch.sub(g_f, g_b, out=v[:, 1:])
+    torch.sum(g_f * f_hat - g_b * b_hat, 1, keepdim=True, out=v[:, :1])
+    q = v[:, :1]
     # the guard eps * sum(input) acts like a constant blur kernel of weight eps
-    grad = grad + guard * (q.sum((2, 3), keepdim=True)
-                           - (x * p.sum((2, 3), keepdim=True)).sum(1, keepdim=True))
+    guard_term = guard * (q.sum((2, 3), keepdim=True)
+                          - (x * p.sum((2, 3), keepdim=True)).sum(1, keepdim=True))
+    v = blur.adjoint(v)
+    grad = grad + v[:, :1] - (x * v[:, 1:]).sum(1, keepdim=True) + guard_term
     if lam:
-        # d sigma(M) / dM = sum_c (x - mu)^2: the terms through mu vanish, since
-        # sum_p M_p (x_p - mu) = 0 by the definition of mu
-        grad = grad - lam * (dev_f - dev_b)
+        # |x - mu_f|^2 - |x - mu_b|^2 = sum_c (mu_b - mu_f)(2 x - mu_f - mu_b)
+        mu_f, mu_b = sxm / sm_f, (sx - sxm) / sm_b
+        dmu = mu_b - mu_f
+        grad = grad - lam * ((x * (2 * dmu)).sum(1, keepdim=True)
+                             - (dmu * (mu_f + mu_b)).sum(1, keepdim=True))
     return l_inp, objective, grad
 
 
