@@ -128,6 +128,8 @@ class IEMExplorer:
                 self.message = f"{name}: {str(err).split(': ', 1)[-1]}"
                 return False
         self.images[name] = (x, None)
+        # a new picture under an old name must not reuse the old picture's runs
+        self._cache = {k: v for k, v in self._cache.items() if k[0] != name}
         self.name = name
         self.message = f"added {name}"
         return True
@@ -221,13 +223,14 @@ class IEMExplorer:
         c = {
             "name": w.Dropdown(options=list(self.images), value=self.name, description="image"),
             "sigma": w.FloatSlider(value=self.settings["sigma"], min=1, max=10, step=0.5, description="sigma"),
-            "lam": w.SelectionSlider(options=[0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
-                                     value=self.settings["lam"], description="lambda"),
+            "lam": w.SelectionSlider(
+                options=sorted({0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, float(self.settings["lam"])}),
+                value=float(self.settings["lam"]), description="lambda"),
             "init_size": w.IntSlider(value=self.settings["init_size"], min=16, max=120, step=2, description="square"),
             "iteration": w.IntSlider(value=self.iteration, min=0, max=self.iters, description="iteration"),
-            "smoothing": w.Checkbox(value=True, description="smoothing"),
-            "boundary_only": w.Checkbox(value=True, description="boundary only"),
-            "regulariser": w.Checkbox(value=True, description="regulariser"),
+            "smoothing": w.Checkbox(value=bool(self.settings["smoothing"]), description="smoothing"),
+            "boundary_only": w.Checkbox(value=bool(self.settings["boundary_only"]), description="boundary only"),
+            "regulariser": w.Checkbox(value=bool(self.settings["regulariser"]), description="regulariser"),
         }
         upload = w.FileUpload(accept="image/*", multiple=False, description="your image")
 
@@ -246,8 +249,9 @@ class IEMExplorer:
                 name = f["name"] if isinstance(f, dict) else f.name
                 content = f["content"] if isinstance(f, dict) else f.content
                 if self.add_image(name, bytes(content)):
+                    new = self.name  # replacing the options resets the dropdown and redraws
                     c["name"].options = list(self.images)
-                    c["name"].value = self.name
+                    c["name"].value = new
             redraw()
 
         for ctl in c.values():
