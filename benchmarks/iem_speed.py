@@ -45,7 +45,11 @@ def main(argv=None) -> None:
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--iters", type=int, default=150)
     ap.add_argument("--data", type=Path, default=None, help="a set with images/ and masks/")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's choice); 1 is steadier on a busy machine")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     data = args.data or default_data()
     if (data / "images").is_dir():

@@ -65,7 +65,7 @@ class IEMConfig:
     dtype: "float32" (the authors') or "float64".
     early_exit: let converged images leave the batch (fast path; never changes results).
     batch_size: images x initialisations processed together.
-    history: record the objective per iteration; keep_masks: also every iteration's mask.
+    history: record the objective per iteration; keep_masks: record every iteration's mask.
     """
 
     iters: int = 150
@@ -218,11 +218,14 @@ def select_init(errors: torch.Tensor, rule: str = "image") -> torch.Tensor:
     """errors (N, K) final inpainting errors -> (N,) chosen square per image.
 
     "image": the highest error of each image; "dataset": the square whose mean error over
-    all N images is highest, for every image. Ground truth is never used."""
+    all N images is highest, for every image. Ground truth is never used. A NaN error (a
+    mask that vanished: 0 / 0) never wins; in the dataset rule it is left out of the mean."""
+    errors = torch.as_tensor(errors, dtype=torch.float64)
     if rule == "image":
-        return errors.argmax(1)
+        return errors.nan_to_num(nan=-float("inf")).argmax(1)
     if rule == "dataset":
-        return torch.full((errors.shape[0],), int(errors.mean(0).argmax()), dtype=torch.long)
+        means = errors.nanmean(0).nan_to_num(nan=-float("inf"))
+        return torch.full((errors.shape[0],), int(means.argmax()), dtype=torch.long)
     raise ValueError(f"select must be one of {SELECTIONS}, got {rule!r}")
 
 
@@ -315,11 +318,16 @@ def _run_fast(x, m0, cfg: IEMConfig, iters: int):
         if loop.masks is not None:
             loop.masks[active, t + 1] = new.cpu()
         m[active.to(m.device)] = new
-        if not cfg.early_exit:
-            prev, cur = cur, new
-            continue
         fixed = ~(new != cur).flatten(1).any(1)
         cycle = torch.zeros_like(fixed) if prev is None else (~fixed & ~(new != prev).flatten(1).any(1))
+        if not cfg.early_exit:
+            # note when each sequence became periodic, as the reference path does
+            fresh = loop.period[active] == 0
+            f, c = fixed.cpu() & fresh, cycle.cpu() & fresh
+            loop.settled_at[active[f]], loop.period[active[f]] = t, 1
+            loop.settled_at[active[c]], loop.period[active[c]] = t - 1, 2
+            prev, cur = cur, new
+            continue
         if bool(fixed.any()):
             loop.settle(active[fixed.cpu()], t, 1)
         if bool(cycle.any()):
@@ -337,7 +345,8 @@ def _run_fast(x, m0, cfg: IEMConfig, iters: int):
         prev, cur = cur, new
     l_inp, objective, _ = iem_value_and_grad(x, m.to(x.dtype), blur, k1=k1, need_grad=False,
                                              **const, **kw)
-    live = loop.period == 0              # the others were filled in when they settled
+    # images that left the batch had their last values filled in when they settled
+    live = loop.period == 0 if cfg.early_exit else torch.ones(b, dtype=torch.bool)
     loop.record(iters, torch.arange(b)[live], l_inp[live.to(l_inp.device)],
                 objective[live.to(l_inp.device)])
     return m, l_inp, objective, loop
@@ -451,8 +460,8 @@ def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = Non
     history = {}
     if cfg.history:
         history = {"inpainting_error": hist_err, "objective": hist_obj}
-        if cfg.keep_masks:
-            history["masks"] = hist_masks
+    if cfg.keep_masks:
+        history["masks"] = hist_masks
     return IEMResult(
         masks=all_masks[rows, idx], inpainting_error=all_err[rows, idx], init_index=idx,
         init_sizes=cfg.init_sizes, all_masks=all_masks, all_errors=all_err,
