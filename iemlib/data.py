@@ -470,14 +470,21 @@ def available_datasets(root=None) -> list[str]:
     ``flowers102`` needs ``<root>/flowers102/setid.mat``; ``cub`` needs
     ``<root>/CUB_200_2011/images.txt`` (or ``<root>/cub/``); every other folder with
     ``images/`` and ``masks/`` inside is listed by its folder name (``lsun_car`` included).
+    A set is listed only if it opens (a half-unpacked download is left out), so every
+    listed name can be passed to :func:`open_dataset`.
     """
     root = Path(root) if root is not None else data_root()
     names = {"demo"}
     if root.is_dir():
         aliases = {f: name for name, folders in KNOWN_FOLDERS.items() for f in folders}
         for folder in root.iterdir():
-            if folder.is_dir() and _resolve(root, aliases.get(folder.name, folder.name)):
-                names.add(aliases.get(folder.name, folder.name))
+            name = aliases.get(folder.name, folder.name)
+            if folder.is_dir() and name not in names and _resolve(root, name):
+                try:
+                    _open_folder(_resolve(root, name), "test", 128, name)
+                except ImageError:
+                    continue
+                names.add(name)
     return sorted(names)
 
 
