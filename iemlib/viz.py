@@ -61,6 +61,9 @@ def save_figure(fig, path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; figures are not
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
