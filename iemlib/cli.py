@@ -195,13 +195,9 @@ def cmd_segment(args) -> int:
 
 # ----------------------------------------------------------------------------- evaluate
 def _open_set(spec: str):
-    from .data import FolderSet
+    from .data import open_dataset
     from .images import ImageError
     try:
-        try:
-            from .data import open_dataset
-        except ImportError:  # pragma: no cover - older layouts
-            return FolderSet(spec)
         return open_dataset(spec)
     except ImageError as err:
         raise CLIError(str(err))

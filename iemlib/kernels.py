@@ -198,11 +198,11 @@ def centred_square(n: int, height: int, width: int, side: int, reference: int = 
 _TINY = 1e-12
 
 
-def _norm_parts(weight: torch.Tensor, values: torch.Tensor | None, kind: str, total=None):
+def _norm_parts(weight: torch.Tensor, values: torch.Tensor | None, kind: str):
     """Value and partial derivatives of :func:`iemlib.objective.weighted_norm`.
 
     Returns (value (N,), d value / d weight (N, 1, H, W) or a scalar, d value / d values
-    (N, C, H, W) or None). ``total``: the value for weight = 1 where already known (count)."""
+    (N, C, H, W) or None)."""
     if kind == "count":
         return weight.sum((1, 2, 3)), 1.0, None
     c = values.shape[1]
