@@ -39,13 +39,15 @@ def local_sets(root: Path | None = None) -> list[str]:
 # ------------------------------------------------------------------------------ tables
 def results_dir() -> Path:
     """Where notebooks write their tables: ``$IEM_RESULTS_DIR``, else ``results/`` at the
-    project root (the folder holding ``notebooks/``), else ``./results``."""
+    project root (the folder holding ``notebooks/``), else ``./results``. Under IEM_QUICK=1
+    the default is ``results/quick/``, so that a quick test run never overwrites the tables
+    of a full run."""
     env = os.environ.get("IEM_RESULTS_DIR")
     if env:
         return Path(env)
     here = Path.cwd()
     root = here.parent if here.name == "notebooks" else here
-    return root / "results"
+    return root / "results" / "quick" if quick() else root / "results"
 
 
 def _cell(v) -> str:
@@ -62,6 +64,12 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(_cell(r.get(k)) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_table(rows: list[dict], name: str, title: str = "") -> Path:
@@ -82,5 +90,6 @@ def save_table(rows: list[dict], name: str, title: str = "") -> Path:
         fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=suffix)
         with os.fdopen(fd, "w", newline="") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; tables are not
         os.replace(tmp, out / f"{name}{suffix}")
     return out / f"{name}.md"
