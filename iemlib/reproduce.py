@@ -71,6 +71,9 @@ def _run(notebooks, results, quick, skip_done, timeout) -> int:
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{book.stem}.", suffix=".ipynb")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             nbformat.write(nb, fh)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; the notebooks are not
         os.replace(tmp, target)
         print(f"{time.perf_counter() - start:.0f} s", flush=True)
     tables = sorted(results.glob("*.md"))

@@ -1,6 +1,9 @@
 """make reproduce: notebooks executed in order, tables collected, failures reported."""
 from __future__ import annotations
 
+import os
+import stat
+
 import nbformat
 import pytest
 
@@ -29,14 +32,20 @@ def series(tmp_path):
 def test_runs_in_order_and_collects_tables(series, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("IEM_QUICK", raising=False)
     results = tmp_path / "results"
-    assert run(series, results, quick=True) == 0
+    old = os.umask(0o022)
+    try:
+        assert run(series, results, quick=True) == 0
+    finally:
+        os.umask(old)
     out = capsys.readouterr().out
     assert out.index("01_first") < out.index("02_second")
     assert "notes" not in out
     md = (results / "table_x.md").read_text()
     assert "| IEM | 52.0 |" in md and "QUICK" in md
     assert (results / "table_x.csv").read_text().splitlines() == ["method,iou", "IEM,52.04"]
-    executed = nbformat.read(results / "notebooks" / "01_first.ipynb", as_version=4)
+    executed_path = results / "notebooks" / "01_first.ipynb"
+    assert stat.S_IMODE(executed_path.stat().st_mode) == 0o644   # not private (umask 022 below)
+    executed = nbformat.read(executed_path, as_version=4)
     assert executed.cells[0].outputs[0]["text"].strip() == "quick"
     # resuming skips what is done
     assert run(series, results, quick=True, skip_done=True) == 0
