@@ -4,8 +4,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# The CPU build of torch 2.13.0; any torch 2.x build (CUDA included) works with iemlib.
+# torch 2.13.0; any torch 2.x build (CUDA included) works with iemlib. TORCH_INDEX picks
+# the wheel index, e.g. https://download.pytorch.org/whl/cpu for the small CPU-only build
+# (PyPI's Linux wheel is the CUDA build, several GB).
 TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
 IEM_DATA_DIR ?= $(abspath $(if $(wildcard ../shared/data),../shared/data,data))
 export IEM_DATA_DIR
 
@@ -24,7 +27,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.core: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(BIN)/pip install --quiet -e .
 	touch $@
 

@@ -32,8 +32,14 @@ from .images import (IMAGE_SUFFIXES, ImageError, image_to_array, list_images, lo
 
 
 def data_root() -> Path:
-    """The datasets root: ``$IEM_DATA_DIR``, else ``./data``."""
-    return Path(os.environ.get("IEM_DATA_DIR") or "data")
+    """The datasets root: ``$IEM_DATA_DIR``, else ``data/`` in the current directory, or
+    beside it when the current directory is ``notebooks/`` (where a notebook's kernel runs),
+    so that the notebooks find what ``iem data download`` put in the project's ``data/``."""
+    env = os.environ.get("IEM_DATA_DIR")
+    if env:
+        return Path(env)
+    here = Path.cwd()
+    return here.parent / "data" if here.name == "notebooks" else Path("data")
 
 
 class PairDataset(Sequence):

@@ -290,6 +290,10 @@ def test_data_root_env(tmp_path, monkeypatch):
     assert data_root() == tmp_path
     monkeypatch.delenv("IEM_DATA_DIR")
     assert data_root() == Path("data")
+    # a notebook's kernel runs in notebooks/: the project's data/ is one level up
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert data_root() == tmp_path / "data"
 
 
 def test_available_and_open_by_name(tmp_path, monkeypatch):

@@ -60,3 +60,47 @@ def test_a_failing_notebook_stops_the_run(series, tmp_path, monkeypatch, capsys)
     assert "01_first.ipynb failed" in captured.err and "broken on purpose" in captured.err
     assert "02_second" not in captured.out
     assert not (tmp_path / "results" / "notebooks" / "01_first.ipynb").exists()
+
+
+def test_skip_done_reruns_a_notebook_executed_in_the_other_mode(series, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("IEM_QUICK", raising=False)
+    results = tmp_path / "results"
+    assert run(series, results, quick=True) == 0
+    capsys.readouterr()
+    # a full run resuming in the same folder must not keep the quick copies
+    assert run(series, results, quick=False, skip_done=True) == 0
+    out = capsys.readouterr().out
+    assert "skipped" not in out and "full run of 2 notebooks" in out
+    executed = nbformat.read(results / "notebooks" / "01_first.ipynb", as_version=4)
+    assert executed.metadata["iemlib"]["quick"] is False
+    assert executed.cells[0].outputs[0]["text"].strip() == "full"
+
+
+def test_quick_cli_default_folder_and_data_root(tmp_path, monkeypatch, capsys):
+    from iemlib.reproduce import main
+
+    monkeypatch.delenv("IEM_QUICK", raising=False)
+    monkeypatch.delenv("IEM_RESULTS_DIR", raising=False)
+    monkeypatch.delenv("IEM_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    books = tmp_path / "notebooks"
+    books.mkdir()
+    _book(books / "01_where.ipynb",
+          "from iemlib.data import data_root\nprint(data_root().resolve())")
+    assert main(["--quick"]) == 0
+    # a smoke run lands in results/quick/, never over a full run's results/
+    executed = tmp_path / "results" / "quick" / "notebooks" / "01_where.ipynb"
+    nb = nbformat.read(executed, as_version=4)
+    # the kernel runs in notebooks/ and still sees the project's data/
+    assert nb.cells[0].outputs[0]["text"].strip() == str((tmp_path / "data").resolve())
+    assert not (tmp_path / "results" / "notebooks").exists()
+    assert "IEM_QUICK" not in os.environ and "IEM_DATA_DIR" not in os.environ
+
+
+def test_a_timeout_is_reported_by_name(series, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("IEM_QUICK", raising=False)
+    _book(series / "01_first.ipynb", "import time\ntime.sleep(30)")
+    assert run(series, tmp_path / "results", timeout=2) == 1
+    err = capsys.readouterr().err
+    assert "01_first.ipynb did not finish" in err and "Timeout" in err
