@@ -19,7 +19,7 @@ help:
 	@echo "make test       every test, notebooks included (IEM_QUICK=1)"
 	@echo "make lab        open the notebooks in JupyterLab"
 	@echo "make bench      speed of the fast and reference implementations"
-	@echo "make reproduce  run every notebook headless; tables in results/"
+	@echo "make reproduce  run every notebook headless; tables in results/ (resumes; FRESH=1 reruns all)"
 	@echo "data: $(IEM_DATA_DIR)"
 
 $(BIN)/python:
@@ -56,7 +56,7 @@ bench: $(VENV)/.core
 	$(BIN)/python benchmarks/iem_speed.py
 
 reproduce: $(VENV)/.test
-	$(BIN)/python -m iemlib.reproduce --notebooks notebooks --results results
+	$(BIN)/python -m iemlib.reproduce --notebooks notebooks --results results $(if $(FRESH),,--skip-done)
 
 clean:
 	rm -rf $(VENV) .pytest_cache iem_demo.png

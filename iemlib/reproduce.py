@@ -7,8 +7,8 @@ Executes every ``NN_*.ipynb`` in order on the data found under the data root
 ``<results>/notebooks/`` (the committed notebooks are left untouched) and lets each
 notebook write its tables as CSV and Markdown into ``<results>/``. A notebook that fails
 stops the run with its name and the error; executed copies are written atomically, and
-``--skip-done`` resumes after an interruption (a notebook executed in the other mode is
-run again). ``--quick`` writes under ``results/quick/`` unless ``--results`` says otherwise,
+``--skip-done`` resumes after an interruption (a notebook executed in the other mode, or
+on other datasets, is run again). ``--quick`` writes under ``results/quick/`` unless ``--results`` says otherwise,
 so that a smoke run never replaces the tables of a full run.
 """
 from __future__ import annotations
@@ -58,8 +58,9 @@ def _current_env_kernel():
     return AsyncKernelManager(kernel_name="python3", kernel_spec_manager=_Here())
 
 
-def _done_before(target: Path, book: Path, quick: bool) -> bool:
-    """True when ``target`` is a complete execution of ``book`` in the same mode."""
+def _done_before(target: Path, book: Path, stamp: dict) -> bool:
+    """True when ``target`` is a complete execution of ``book`` in the same mode on the
+    same datasets (``stamp``)."""
     import nbformat
 
     if not target.is_file() or target.stat().st_mtime < book.stat().st_mtime:
@@ -68,14 +69,14 @@ def _done_before(target: Path, book: Path, quick: bool) -> bool:
         meta = nbformat.read(target, as_version=4).metadata.get("iemlib", {})
     except Exception:  # an unreadable copy is simply run again
         return False
-    return meta.get("quick") == quick
+    return all(meta.get(k) == v for k, v in stamp.items())
 
 
 def _run(notebooks, results, quick, skip_done, timeout) -> int:
     import nbformat
     from nbconvert.preprocessors import CellExecutionError, ExecutePreprocessor
 
-    from .data import data_root
+    from .data import available_datasets, data_root
     from .series import quick as quick_mode
 
     results = results.resolve()
@@ -88,12 +89,15 @@ def _run(notebooks, results, quick, skip_done, timeout) -> int:
     books = notebooks_in(notebooks)
     # the kernels run in notebooks/; an explicit absolute root keeps them on the same data
     os.environ["IEM_DATA_DIR"] = str(data_root().resolve())
+    # what a finished notebook was run on: a rerun skips it only if all of this still holds
+    stamp = {"quick": mode, "data_root": os.environ["IEM_DATA_DIR"],
+             "datasets": available_datasets()}
     print(f"{'quick' if mode else 'full'} run of {len(books)} notebooks; data: "
           f"{os.environ['IEM_DATA_DIR']}; results: {results}", flush=True)
     total = time.perf_counter()
     for k, book in enumerate(books, 1):
         target = out_dir / book.name
-        if skip_done and _done_before(target, book, mode):
+        if skip_done and _done_before(target, book, stamp):
             print(f"[{k}/{len(books)}] {book.name}: done earlier, skipped", flush=True)
             continue
         print(f"[{k}/{len(books)}] {book.name} ...", end=" ", flush=True)
@@ -111,7 +115,7 @@ def _run(notebooks, results, quick, skip_done, timeout) -> int:
             print(f"reproduce: {book.name} did not finish: {type(err).__name__}: {err}",
                   file=sys.stderr)
             return 1
-        nb.metadata["iemlib"] = {"quick": mode, "seconds": round(time.perf_counter() - start, 1)}
+        nb.metadata["iemlib"] = {**stamp, "seconds": round(time.perf_counter() - start, 1)}
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{book.stem}.", suffix=".ipynb")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             nbformat.write(nb, fh)
@@ -134,7 +138,8 @@ def main(argv=None) -> int:
                     help="where tables and executed notebooks go (default results/, "
                          "results/quick/ with --quick)")
     ap.add_argument("--quick", action="store_true", help="IEM_QUICK=1: a fast smoke run")
-    ap.add_argument("--skip-done", action="store_true", help="skip notebooks already executed")
+    ap.add_argument("--skip-done", action="store_true",
+                    help="skip notebooks already executed (same notebook, mode and datasets)")
     args = ap.parse_args(argv)
     results = args.results or Path("results", "quick" if args.quick else "")
     return run(args.notebooks, results, args.quick, args.skip_done)

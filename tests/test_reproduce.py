@@ -104,3 +104,24 @@ def test_a_timeout_is_reported_by_name(series, tmp_path, monkeypatch, capsys):
     assert run(series, tmp_path / "results", timeout=2) == 1
     err = capsys.readouterr().err
     assert "01_first.ipynb did not finish" in err and "Timeout" in err
+
+
+def test_skip_done_reruns_when_the_datasets_change(series, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("IEM_QUICK", raising=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("IEM_DATA_DIR", str(data))
+    results = tmp_path / "results"
+    assert run(series, results, quick=True) == 0
+    assert run(series, results, quick=True, skip_done=True) == 0
+    assert capsys.readouterr().out.count("done earlier, skipped") == 2
+    # a set appears under the data root (e.g. after a download): everything runs again
+    for sub in ("images", "masks"):
+        (data / "new_set" / sub).mkdir(parents=True)
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(data / "new_set" / "images" / "a.png")
+    Image.new("L", (8, 8)).save(data / "new_set" / "masks" / "a.png")
+    assert run(series, results, quick=True, skip_done=True) == 0
+    assert "skipped" not in capsys.readouterr().out
+    meta = nbformat.read(results / "notebooks" / "01_first.ipynb", as_version=4).metadata
+    assert "new_set" in meta["iemlib"]["datasets"]
