@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_path
 
 EXIT_BAD_INPUT = 1   # bad input files or settings (argparse uses 2 for usage errors)
 
@@ -85,26 +85,12 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 # ------------------------------------------------------------------------------ segment
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_png_atomic(array: np.ndarray, path: Path) -> None:
     """Write a uint8 array as PNG via a temporary file in the same folder + rename, so that
     an interrupted run never leaves a half-written mask."""
     from PIL import Image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(array).save(fh, format="PNG")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; masks are not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".png.part") as tmp, open(tmp, "wb") as fh:
+        Image.fromarray(array).save(fh, format="PNG")
 
 
 def _mask_done(mask: Path, image: Path) -> bool:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from .atomic import atomic_path
 
 
 def notebooks_in(folder: Path) -> list[Path]:
@@ -116,13 +117,9 @@ def _run(notebooks, results, quick, skip_done, timeout) -> int:
                   file=sys.stderr)
             return 1
         nb.metadata["iemlib"] = {**stamp, "seconds": round(time.perf_counter() - start, 1)}
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{book.stem}.", suffix=".ipynb")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            nbformat.write(nb, fh)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; the notebooks are not
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                nbformat.write(nb, fh)
         print(f"{time.perf_counter() - start:.0f} s", flush=True)
     tables = sorted(results.glob("*.md"))
     print(f"done in {time.perf_counter() - total:.0f} s; executed notebooks in {out_dir}")

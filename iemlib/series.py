@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .atomic import atomic_path
 from .data import data_root
 
 
@@ -66,18 +67,11 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_table(rows: list[dict], name: str, title: str = "") -> Path:
     """Write ``rows`` as ``<results>/<name>.csv`` and ``.md`` (atomically); returns the
     Markdown path. The Markdown file starts with ``title`` and the run mode."""
     import csv
     import io
-    import tempfile
 
     out = results_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -87,9 +81,6 @@ def save_table(rows: list[dict], name: str, title: str = "") -> Path:
     writer.writerows(rows)
     md = (f"# {title}\n\n" if title else "") + f"_{mode_banner().split(';')[0]}_\n\n" + markdown_table(rows) + "\n"
     for suffix, text in ((".csv", buf.getvalue()), (".md", md)):
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=suffix)
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; tables are not
-        os.replace(tmp, out / f"{name}{suffix}")
+        with atomic_path(out / f"{name}{suffix}") as tmp:
+            tmp.write_text(text, newline="")
     return out / f"{name}.md"

@@ -4,12 +4,12 @@ Images are (N, 3, H, W) in [-1, 1]; masks (N, 1, H, W) bool or 0/1; ground truth
 0 / 1 / 255 (unknown, drawn grey)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .atomic import atomic_path
 
 
 def to_rgb(x) -> np.ndarray:
@@ -55,20 +55,12 @@ def overview_figure(x, y, masks, title: str | None = None, n: int | None = None,
 def save_figure(fig, path) -> Path:
     """Save atomically (temporary file + rename) and close the figure."""
     import matplotlib.pyplot as plt
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; figures are not
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
-        Path(tmp).unlink(missing_ok=True)
         plt.close(fig)
-    return path
+    return Path(path)
 
 
 def save_overview(path, x, y, masks, title: str | None = None, n: int | None = None) -> Path:
