@@ -8,8 +8,8 @@ Executes every ``NN_*.ipynb`` in order on the data found under the data root
 notebook write its tables as CSV and Markdown into ``<results>/``. A notebook that fails
 stops the run with its name and the error; executed copies are written atomically, and
 ``--skip-done`` resumes after an interruption (a notebook executed in the other mode, or
-on other datasets, is run again). ``--quick`` writes under ``results/quick/`` unless ``--results`` says otherwise,
-so that a smoke run never replaces the tables of a full run.
+on other datasets, is run again). ``--quick`` writes under ``results/quick/`` unless
+``--results`` says otherwise, so that a smoke run never replaces a full run's tables.
 """
 from __future__ import annotations
 

@@ -74,7 +74,6 @@ def save_table(rows: list[dict], name: str, title: str = "") -> Path:
     import io
 
     out = results_dir()
-    out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else [])
     writer.writeheader()
