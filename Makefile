@@ -12,11 +12,22 @@ TORCH_INDEX ?=
 IEM_DATA_DIR ?= $(abspath $(if $(wildcard ../shared/data),../shared/data,data))
 export IEM_DATA_DIR
 
-.PHONY: help demo test test-fast lab bench reproduce clean
+# The notebooks' checked cells must print the same on every machine. The second pass of
+# `make test` runs them again with other arithmetic: one thread, PyTorch's and oneDNN's
+# generic CPU kernels, and OpenBLAS / MKL kernels of another CPU generation (a different
+# summation order, as on another machine). A cell that prints round-off then fails here.
+ARCH := $(shell uname -m)
+OTHER_ARITHMETIC ?= OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+	ATEN_CPU_CAPABILITY=default DNNL_MAX_CPU_ISA=SSE41 \
+	$(if $(filter x86_64,$(ARCH)),OPENBLAS_CORETYPE=Prescott MKL_ENABLE_INSTRUCTIONS=SSE4_2) \
+	$(if $(filter aarch64,$(ARCH)),OPENBLAS_CORETYPE=ARMV8)
+
+.PHONY: help demo test test-fast test-arithmetic lab bench reproduce clean
 
 help:
 	@echo "make demo       IEM on the built-in demo set (no download): metrics + iem_demo.png"
-	@echo "make test       every test, notebooks included (IEM_QUICK=1)"
+	@echo "make test       every test, notebooks included (IEM_QUICK=1), then the notebooks'"
+	@echo "                checked cells again under other arithmetic (make test-arithmetic)"
 	@echo "make lab        open the notebooks in JupyterLab"
 	@echo "make bench      speed of the fast and reference implementations"
 	@echo "make reproduce  run every notebook headless; tables in results/ (resumes; FRESH=1 reruns all)"
@@ -45,12 +56,19 @@ demo: $(VENV)/.core
 
 test: $(VENV)/.test
 	IEM_QUICK=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env tests notebooks
+	$(MAKE) --no-print-directory test-arithmetic
+
+test-arithmetic: $(VENV)/.test
+	env $(OTHER_ARITHMETIC) IEM_QUICK=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 test-fast: $(VENV)/.test
 	$(BIN)/python -m pytest tests -m "not slow"
 
+# Bound to this machine only; as root (containers, fresh cloud machines) Jupyter refuses to
+# start without --allow-root. LAB_ARGS adds options, e.g. LAB_ARGS="--port 8890 --no-browser".
+LAB_ARGS ?=
 lab: $(VENV)/.lab
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab notebooks --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 bench: $(VENV)/.core
 	$(BIN)/python benchmarks/iem_speed.py
