@@ -34,7 +34,9 @@ def overview_figure(x, y, masks, title: str | None = None, n: int | None = None,
 
     n = min(len(x), n or 8)
     cols = 3 + (inpaint is not None) - (y is None)
-    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False)
+    # constrained layout reserves room for the suptitle (tight_layout ignores it)
+    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False,
+                             layout="constrained")
     heads = ["image"] + (["ground truth"] if y is not None else []) + ["IEM mask"] + (
         ["inpainting"] if inpaint is not None else [])
     for i in range(n):
@@ -47,9 +49,17 @@ def overview_figure(x, y, masks, title: str | None = None, n: int | None = None,
             if i == 0:
                 ax.set_title(heads[j], fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(wrap_to_width(title, fig.get_figwidth(), 9), fontsize=9)
     return fig
+
+
+def wrap_to_width(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points
+    (an average glyph is about 0.6 em wide; a margin is kept)."""
+    import textwrap
+
+    chars = max(10, int(0.9 * width_in * 72 / (0.6 * fontsize)))
+    return textwrap.fill(text, chars)
 
 
 def save_figure(fig, path) -> Path:

@@ -415,3 +415,18 @@ def test_add_image_again_under_the_same_name_reruns(explorer):
     second = explorer.state()
     assert not torch.equal(first["image"], second["image"])
     assert not torch.equal(first["inpainting_error"], second["inpainting_error"])
+
+
+def test_overview_title_fits_inside_the_figure(images):
+    """The demo's long title (metrics included) must not be cut at either edge."""
+    x = torch.stack([torch.as_tensor(v[0]) for v in images.values()])
+    y = torch.stack([torch.as_tensor(v[1]) for v in images.values()])[:, None]
+    title = ("IEM on the composite demo set: accuracy 71.3, IoU 46.7, DICE 60.2 "
+             "(12 images, flip convention per image, unknown pixels excluded)")
+    for cols_y in (y, None):
+        fig = overview_figure(x, cols_y, y == 1, title=title)
+        fig.canvas.draw()
+        box = fig._suptitle.get_window_extent()
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, (box, fig.bbox)
+        top_axes = max(ax.get_window_extent().y1 for ax in fig.axes)
+        assert box.y0 >= top_axes - 1, "the title overlaps the panels"
