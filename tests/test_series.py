@@ -60,3 +60,17 @@ def test_markdown_table_formats_missing_values():
     text = markdown_table([{"x": 1.26, "y": None}, {"x": float("nan"), "y": "s"}])
     assert text.splitlines() == ["| x | y |", "|---|---|", "| 1.3 | - |", "| - | s |"]
     assert markdown_table([]) == ""
+
+
+def test_evaluation_sets_leave_out_scenes_unless_named(monkeypatch):
+    from iemlib.series import evaluation_sets, left_out_note
+    found = ["coco_mval", "grabcut", "weizmann_horse"]
+    monkeypatch.delenv("IEM_SETS", raising=False)
+    used, out = evaluation_sets(found)
+    assert used == ["grabcut", "weizmann_horse"] and out == ["coco_mval"]
+    assert "coco_mval" in left_out_note(out) and "whole scenes" in left_out_note(out)
+    assert left_out_note([]) == ""
+    monkeypatch.setenv("IEM_SETS", "coco_mval, weizmann_horse,missing")
+    used, out = evaluation_sets(found)
+    assert used == ["coco_mval", "weizmann_horse"] and out == ["grabcut"]
+    assert "not named in IEM_SETS" in left_out_note(out)
