@@ -67,15 +67,17 @@ class SourceList:
 @dataclass(frozen=True)
 class FetchConfig:
     """How files are fetched from a URL: parallel transfers, the timeout of one
-    connection or read (seconds), and how often a transient failure (timeout, lost
-    connection, HTTP 5xx / 429) is retried before the run stops."""
+    connection or read (seconds), how often a transient failure (timeout, lost
+    connection, HTTP 5xx / 429) is retried before the run stops, and the wait before the
+    first retry (seconds, doubled for each further one)."""
 
     workers: int = 4
     timeout: float = 60.0
     retries: int = 2
+    backoff: float = 2.0
 
     def __post_init__(self):
-        if self.workers < 1 or self.timeout <= 0 or self.retries < 0:
+        if self.workers < 1 or self.timeout <= 0 or self.retries < 0 or self.backoff < 0:
             raise ValueError(f"invalid fetch settings: {self}")
 
 
@@ -232,15 +234,16 @@ def _fetch_one(listed: Listed, url: str, dest: Path, config: FetchConfig,
         while True:
             attempt += 1
             try:
-                _stream(url, part, listed.bytes, config.timeout, stop, bar)
+                n = _stream(url, part, listed.bytes, config.timeout, stop, bar)
                 break
             except (OSError, ValueError, http.client.HTTPException) as err:
                 if attempt > config.retries or not _transient(err) or stop.is_set():
                     tries = f" after {attempt} attempts" if attempt > 1 else ""
                     raise DownloadError(f"{listed.path}: download failed from {url} "
                                         f"({_reason(err, config.timeout)}){tries}") from None
-                time.sleep(min(2 ** attempt, 10))
-        problem = problem_with(part, listed)
+                time.sleep(config.backoff * 2 ** (attempt - 1))
+        problem = (f"more than the listed {listed.bytes} bytes" if n > listed.bytes
+                   else problem_with(part, listed))
         if problem is not None:
             raise DownloadError(f"{listed.path}: {problem} from {url}; not kept")
         part.replace(dest)
