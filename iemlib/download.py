@@ -284,15 +284,18 @@ def listed_pairs(key: str, listing: Listing,
     return [(stem, images[stem], masks[stem]) for stem in sorted(images)]
 
 
-def _prune(top: Path) -> None:
-    """Remove every empty folder under ``top`` (bottom-up), ``top`` included."""
-    if not top.is_dir():
-        return
-    for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        if not any(d.iterdir()):
-            d.rmdir()
-    if not any(top.iterdir()):
-        top.rmdir()
+def _prune(top: Path, recursive: bool = True) -> None:
+    """Remove the empty folders under ``top`` (bottom-up; only ``top`` itself unless
+    ``recursive``), ``top`` included. Tidying never hides the error being reported."""
+    try:
+        if not top.is_dir():
+            return
+        below = [p for p in top.rglob("*") if p.is_dir()] if recursive else []
+        for d in sorted(below, key=lambda p: -len(p.parts)) + [top]:
+            if not any(d.iterdir()):
+                d.rmdir()
+    except OSError:
+        pass
 
 
 def _download_listed(key: str, spec: Spec, root: Path, source: str | None, keep: bool,
@@ -321,14 +324,16 @@ def _download_listed(key: str, spec: Spec, root: Path, source: str | None, keep:
                                 "written)") from None
         work.rename(folder)
         done = True
+    except OSError as err:      # a root that cannot be written, a full disk
+        raise DownloadError(f"{err.filename or root}: {err.strerror or err}; {folder} was "
+                            "not written") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if done and not keep:
             shutil.rmtree(cache, ignore_errors=True)
         _prune(cache)   # after a failure the files fetched so far stay for a rerun
         for d in (cache.parent, root) if created_root else (cache.parent,):
-            if d.is_dir() and not any(d.iterdir()):
-                d.rmdir()
+            _prune(d, recursive=False)
     return folder
 
 

@@ -35,6 +35,7 @@ from typing import Sequence
 RAW_HOST = "https://raw.githubusercontent.com"
 URL_SCHEMES = ("http", "https", "file")
 _CHUNK = 1 << 16
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 class DownloadError(RuntimeError):
@@ -162,6 +163,10 @@ def problem_with(path: Path, listed: Listed) -> str | None:
     """Why ``path`` is not the listed file (size first: cheap), or None if it is."""
     size = path.stat().st_size
     if size != listed.bytes:
+        with open(path, "rb") as fh:
+            if fh.read(len(_LFS_POINTER)) == _LFS_POINTER:
+                return (f"a Git LFS pointer ({size} bytes), not the file of {listed.bytes} "
+                        "bytes; a git clone needs 'git lfs pull'")
         return f"{size} bytes, expected {listed.bytes}"
     digest = sha256sum(path)
     if digest != listed.sha256:
@@ -203,13 +208,15 @@ def _reason(err: BaseException, timeout: float) -> str:
     return str(err) or type(err).__name__
 
 
-def _stream(url: str, part: Path, limit: int, timeout: float, stop: threading.Event,
-            bar) -> int:
-    """Write the body at ``url`` to ``part``; reads at most ``limit + 1`` bytes, enough to
-    tell that a file is too long without fetching all of it. Returns the bytes written."""
+def _stream(url: str, out, limit: int, timeout: float, stop: threading.Event, bar) -> int:
+    """Write the body at ``url`` to the open file ``out`` (from its start); reads at most
+    ``limit + 1`` bytes, enough to tell that a file is too long without fetching all of
+    it. Returns the bytes written."""
+    out.seek(0)
+    out.truncate()
     n = 0
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as out:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             while n <= limit:
                 if stop.is_set():
                     raise _Stopped
@@ -227,21 +234,26 @@ def _stream(url: str, part: Path, limit: int, timeout: float, stop: threading.Ev
 
 def _fetch_one(listed: Listed, url: str, dest: Path, config: FetchConfig,
                stop: threading.Event, bar) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    attempt = 0
     try:
-        while True:
-            attempt += 1
-            try:
-                n = _stream(url, part, listed.bytes, config.timeout, stop, bar)
-                break
-            except (OSError, ValueError, http.client.HTTPException) as err:
-                if attempt > config.retries or not _transient(err) or stop.is_set():
-                    tries = f" after {attempt} attempts" if attempt > 1 else ""
-                    raise DownloadError(f"{listed.path}: download failed from {url} "
-                                        f"({_reason(err, config.timeout)}){tries}") from None
-                time.sleep(config.backoff * 2 ** (attempt - 1))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        out = open(part, "wb")
+    except OSError as err:
+        raise DownloadError(f"{listed.path}: cannot write {part} ({err.strerror or err})") from None
+    try:
+        with out:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    n = _stream(url, out, listed.bytes, config.timeout, stop, bar)
+                    break
+                except (OSError, ValueError, http.client.HTTPException) as err:
+                    if attempt > config.retries or not _transient(err) or stop.is_set():
+                        tries = f" after {attempt} attempts" if attempt > 1 else ""
+                        raise DownloadError(f"{listed.path}: download failed from {url} "
+                                            f"({_reason(err, config.timeout)}){tries}") from None
+                    time.sleep(config.backoff * 2 ** (attempt - 1))
         problem = (f"more than the listed {listed.bytes} bytes" if n > listed.bytes
                    else problem_with(part, listed))
         if problem is not None:
@@ -289,7 +301,7 @@ def _check_mirror(files: Sequence[Listed], folder: Path, progress: bool,
                 raise DownloadError(f"{f.path}: not in the mirror folder {folder}")
             problem = problem_with(path, f)
             if problem is not None:
-                raise DownloadError(f"{f.path}: {problem} in {path}")
+                raise DownloadError(f"{f.path}: {problem} (mirror file {path})")
             local[f.path] = path
             bar.update(f.bytes)
     return local

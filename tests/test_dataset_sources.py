@@ -6,7 +6,7 @@ import hashlib
 import http.server
 import io
 import json
-import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -284,7 +284,7 @@ def test_corrupted_or_missing_mirror_file_is_a_clear_error(tmp_path, mirror):
     data[-1] ^= 0xFF                                        # same size, other content
     bad.write_bytes(bytes(data))
     root = tmp_path / "data"
-    with pytest.raises(DownloadError, match=r"^datasets/GrabCut/boundary_GT/m\.bmp: SHA-256 .* in "):
+    with pytest.raises(DownloadError, match=r"^datasets/GrabCut/boundary_GT/m\.bmp: SHA-256 .* \(mirror file .*m\.bmp\)$"):
         dl.download("grabcut", root, progress=False, source=str(mirror))
     assert not root.exists()                                # nothing created, nothing left
     bad.write_bytes(bytes(data[:-1]))
@@ -334,6 +334,7 @@ def test_bad_file_from_the_server_fails_and_leaves_only_checked_files(tmp_path, 
             ("datasets/GrabCut/data_GT/a.jpg", lambda d: d[:10], r"10 bytes, expected \d+"),
             ("datasets/GrabCut/data_GT/m.JPG", lambda d: d + b"more", "more than the listed"),
             ("datasets/GrabCut/data_GT/c.bmp", lambda d: d[:-1] + b"?", "SHA-256 [0-9a-f]+, expected")):
+        shutil.rmtree(root, ignore_errors=True)   # else a file kept from the run before is reused
         good = (mirror / path).read_bytes()
         (mirror / path).write_bytes(damage(good))
         with pytest.raises(DownloadError, match=f"^{path}: {message} .*from http.*; not kept$"):
@@ -441,6 +442,13 @@ def test_cli_download_verify_list_with_source(tmp_path, mirror, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "other").exists()
+    not_a_folder = tmp_path / "a_file"
+    not_a_folder.write_text("")
+    for source in (str(mirror), "http://127.0.0.1:9"):
+        assert main(["data", "download", "grabcut", "--root", str(not_a_folder), "--quiet",
+                     "--source", source]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "Not a directory" in err and len(err.splitlines()) == 1, err
 
 
 # ------------------------------------------------------- against the shared converted sets
