@@ -38,9 +38,6 @@ from .images import ImageError
 from .sourcefiles import (DownloadError, FetchConfig, Listed, SourceList, fetch_files,
                           load_source_lists, origin_from)
 
-__all__ = ["DownloadError", "FetchConfig", "SPECS", "download", "verify", "spec_for",
-           "listed_pairs", "source_list"]
-
 #: The packaged source list of the sets built from listed files.
 SOURCE_LIST = Path(__file__).with_name("sources") / "dataset_sources.json"
 

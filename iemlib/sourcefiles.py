@@ -4,16 +4,16 @@ A source list (``iemlib/sources/dataset_sources.json``) names, for each set, a p
 repository, a commit and every file with its size and SHA-256. The files are fetched from
 GitHub's raw-file host at that commit, or from an origin the user names instead:
 
-    origin = origin_from(None, repo, commit)          # https://raw.githubusercontent.com/<repo>/<commit>/<path>
-    origin = origin_from("/mnt/mirror", repo, commit) # a folder laid out like the repository: DIR/<path>
-    origin = origin_from("https://example.org/x", ...)# another base URL: <base>/<path>
-    local = fetch_files(files, origin, cache_dir)      # {path: local file}, every one checked
+    origin_from(None, repo, commit)            # raw.githubusercontent.com/<repo>/<commit>/<path>
+    origin_from("/mnt/mirror", repo, commit)   # a folder laid out like the repository
+    origin_from("https://host/x", repo, commit)  # another base URL: https://host/x/<path>
+    local = fetch_files(files, origin, cache)  # {path: local file}, every one checked
 
 A file fetched from a URL is streamed to ``<cache>/<path>.part``, its size and SHA-256
 checked, then renamed into place, so an interrupted run never leaves a file that looks
 complete, and a rerun skips every file already there and intact. Files in a mirror folder
-are checked where they are, not copied. Every failure is a :class:`DownloadError` whose
-one-line message starts with the listed path.
+are checked where they are, not copied. Every failure is a :class:`DownloadError` with a
+one-line message that names the file.
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def load_source_lists(path: Path) -> dict[str, SourceList]:
         for f in files:
             if not _safe_path(f.path):
                 raise DownloadError(f"{path}: entry {name!r} lists an unsafe path {f.path!r}")
-            if f.bytes < 0 or len(f.sha256) != 64 or not all(c in "0123456789abcdef" for c in f.sha256):
+            if f.bytes < 0 or len(f.sha256) != 64 or f.sha256.strip("0123456789abcdef"):
                 raise DownloadError(f"{path}: entry {name!r}, {f.path}: bad size or SHA-256")
     return lists
 

@@ -284,7 +284,8 @@ def test_corrupted_or_missing_mirror_file_is_a_clear_error(tmp_path, mirror):
     data[-1] ^= 0xFF                                        # same size, other content
     bad.write_bytes(bytes(data))
     root = tmp_path / "data"
-    with pytest.raises(DownloadError, match=r"^datasets/GrabCut/boundary_GT/m\.bmp: SHA-256 .* \(mirror file .*m\.bmp\)$"):
+    with pytest.raises(DownloadError, match=r"^datasets/GrabCut/boundary_GT/m\.bmp: "
+                                            r"SHA-256 .* \(mirror file .*m\.bmp\)$"):
         dl.download("grabcut", root, progress=False, source=str(mirror))
     assert not root.exists()                                # nothing created, nothing left
     bad.write_bytes(bytes(data[:-1]))
@@ -362,7 +363,8 @@ def test_http_404_and_timeout_are_one_line_errors(tmp_path, server):
     assert "HTTP 404" in msg and "\n" not in msg and "attempts" not in msg   # 404: no retry
     server.plan.clear()
     server.plan["datasets/COCO_MVal/gt/baseball%20bat00_000000000001.png"] = 1.5
-    with pytest.raises(DownloadError, match=r"bat00_000000000001\.png: download failed .*timed out after 0\.3 s"):
+    with pytest.raises(DownloadError, match=r"bat00_000000000001\.png: download failed "
+                                            r".*timed out after 0\.3 s"):
         dl.download("coco_mval", root, progress=False, source=server.url,
                     config=FetchConfig(workers=2, timeout=0.3, retries=0))
     assert not (root / "coco_mval").exists() and _no_empty_folders(root)
