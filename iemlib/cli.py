@@ -277,12 +277,17 @@ def cmd_data(args) -> int:
             raise CLIError(f"iem data {args.action} needs a dataset name: {', '.join(SPECS)}")
         if args.action == "download":
             folder = download(args.name, root, keep_archives=args.keep_archives,
-                              progress=not args.quiet)
+                              progress=not args.quiet, source=args.source)
             print(f"{verify(args.name, root)} (ready in {folder})")
+        elif args.source is not None:
+            raise CLIError("--source applies to iem data download only")
         else:
             print(verify(args.name, root))
     except DownloadError as err:
         raise CLIError(str(err), status=1)
+    except KeyboardInterrupt:
+        raise CLIError("interrupted; files already checked are kept, rerun to resume",
+                       status=130)
     return 0
 
 
@@ -322,11 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_iem_options(d)
     d.set_defaults(func=cmd_demo)
 
-    a = sub.add_parser("data", help="download, verify or list the paper's datasets")
+    a = sub.add_parser("data", help="download, verify or list the datasets")
     a.add_argument("action", choices=("download", "verify", "list"))
-    a.add_argument("name", nargs="?", help="flowers102 or cub")
+    a.add_argument("name", nargs="?",
+                   help="flowers102, cub, weizmann_horse, grabcut or coco_mval")
     a.add_argument("--root", default=None, help="data root (default: $IEM_DATA_DIR, else data/)")
-    a.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives")
+    a.add_argument("--source", default=None, metavar="DIR_OR_URL",
+                   help="weizmann_horse, grabcut, coco_mval: take the listed files from a "
+                        "folder laid out like the repository (DIR/<path>) or from another "
+                        "base URL (URL/<path>) instead of GitHub")
+    a.add_argument("--keep-archives", action="store_true",
+                   help="keep the downloaded archives or source files")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.set_defaults(func=cmd_data)
     return p
