@@ -3,7 +3,9 @@
     iem segment IN_DIR OUT_DIR      one PNG mask per image, at the image's own size
     iem evaluate SET_DIR            IEM on images/ + masks/, prints accuracy / IoU / DICE
     iem demo                        the composite demo set: metrics and an overview figure
-    iem data download flowers102    fetch, check and unpack a paper dataset
+    iem data download NAME          fetch, check and unpack a paper dataset (flowers102, cub)
+                                    or build a shared set from its listed source files
+                                    (weizmann_horse, grabcut, coco_mval)
 
 Errors in the input (missing or empty folders, unreadable, truncated or 16-bit images,
 image/mask size mismatch, tiny images) are reported in one line naming the file, with a

@@ -225,22 +225,37 @@ def download(name: str, root: Path | None = None, keep_archives: bool = False,
 
 def _download_archives(spec: Spec, root: Path, keep_archives: bool, progress: bool) -> Path:
     folder = root / spec.folder
+    existed = folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    for remote in spec.files:
-        if remote.unpack_to is not None:
-            target = (folder / remote.unpack_to).resolve()
-            if remote.creates and (folder / remote.creates).exists():
-                continue  # unpacked on an earlier run
-            archive = fetch(remote, root / ".downloads" / remote.filename, progress)
-            unpack(archive, target)
-            if not keep_archives:
-                archive.unlink(missing_ok=True)
-        else:
-            fetch(remote, folder / remote.filename, progress)
-    downloads = root / ".downloads"
-    if downloads.is_dir() and not any(downloads.iterdir()):
-        shutil.rmtree(downloads, ignore_errors=True)
+    try:
+        for remote in spec.files:
+            if remote.unpack_to is not None:
+                target = (folder / remote.unpack_to).resolve()
+                if remote.creates and (folder / remote.creates).exists():
+                    continue  # unpacked on an earlier run
+                archive = fetch(remote, root / ".downloads" / remote.filename, progress)
+                unpack(archive, target)
+                if not keep_archives:
+                    archive.unlink(missing_ok=True)
+            else:
+                fetch(remote, folder / remote.filename, progress)
+    except BaseException:
+        # a failure must not leave an empty set folder that `data list` would show;
+        # folders holding anything (a finished part, to resume from) stay
+        if not existed:
+            _remove_empty_tree(folder)
+        raise
+    finally:
+        downloads = root / ".downloads"
+        if downloads.is_dir() and not any(downloads.iterdir()):
+            shutil.rmtree(downloads, ignore_errors=True)
     return folder
+
+
+def _remove_empty_tree(folder: Path) -> None:
+    """Remove ``folder`` and its sub-folders if no file is anywhere inside."""
+    if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ------------------------------------------------------------- sets built from listed files

@@ -91,6 +91,8 @@ def test_unreachable_url_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(dl.DownloadError, match="download failed"):
         dl.download("flowers102", tmp_path / "data", progress=False)
     assert not list((tmp_path / "data").rglob("*.part"))
+    # nor an empty set folder that `iem data list` would show
+    assert not (tmp_path / "data" / "flowers102").exists()
 
 
 def test_unsafe_archive_is_refused(tmp_path):
