@@ -33,12 +33,22 @@ random generator. The loop does the rest, the same way for every network:
   is one flushed write, and the file is synced before every checkpoint, so a crash loses
   at most the rows after the last checkpoint; resuming cuts the log back to the
   checkpoint's step, so a resumed run's log equals an uninterrupted run's (timing columns
-  aside). A tqdm bar on stderr shows the running losses.
+  aside). A tqdm bar on stderr shows the running losses (their means since the last
+  row).
 * **Several processes** under ``torchrun --nproc_per_node=N``: every model with trainable
   parameters is wrapped in ``DistributedDataParallel`` (gloo on the CPU, NCCL on CUDA),
   losses are averaged over the processes for the log, only rank 0 writes files or shows
   the bar. Because tasks return per-process means and DDP averages gradients, N processes
   follow one process at the same global batch, within float rounding.
+
+Writing a task: ``make_optimizers`` receives the plain modules (already on the device),
+``train_step`` the models as DDP wraps them, to be called like functions (only calls of the
+wrapper synchronise gradients; ``unwrap(m)`` reaches attributes). Under DDP, call each
+wrapped model once per backward pass (a discriminator scores real and fake images in one
+concatenated batch, not in two calls). Randomness drawn inside a step differs between
+ranks, on purpose (independent dropout per process), so only tasks whose randomness lives
+in the data match one process exactly at any world size; a checkpoint may be resumed with
+another number of processes, and is then exact in its batches and samples.
 """
 from __future__ import annotations
 
@@ -496,6 +506,93 @@ def _everyone(fn):
     return result
 
 
+def _build(task: Task, dev: torch.device, ck: dict | None, path: Path, world: int):
+    """Fresh models (torch seeded first) and optimisers on ``dev``, restored from ``ck``;
+    returns (models, optimisers, models as train_step sees them: DDP-wrapped if world > 1)."""
+    models = task.build()
+    for model in models.values():
+        model.to(dev)
+    optimizers = task.make_optimizers(models)
+    if ck:
+        _restore(ck, models, optimizers, path)
+    for model in models.values():
+        model.train()
+    wrapped = {name: _ddp(m, dev) if world > 1 and any(p.requires_grad for p in m.parameters())
+               else m for name, m in models.items()}
+    return models, optimizers, wrapped
+
+
+class _Record:
+    """Everything the run keeps besides models and optimisers (the loss names, the last
+    losses, the log window, the training time), the CSV log, and the checkpoint that holds
+    it all. Files are written on rank 0 only."""
+
+    def __init__(self, task: Task, config: TrainConfig, n: int, optimizers: dict, ck: dict | None):
+        loop = ck["loop"] if ck else {}
+        self.task, self.config, self.n, self.optimizers = task, config, n, optimizers
+        self.names: list[str] | None = loop.get("loss_names")
+        self.last: dict[str, float] = dict(loop.get("losses") or {})
+        window = loop.get("window") or {}
+        self.window = _Window(window.get("sums"), window.get("count", 0))
+        self.seconds_before = float(loop.get("seconds", 0.0))
+        self.t0 = time.perf_counter()
+        self.running: dict[str, float] = {}
+        self.lr_columns = ["lr"] if len(optimizers) == 1 else [f"lr_{k}" for k in optimizers]
+        self.log = _CsvLog(config.log_path, []) if dist.is_main() else None
+        if self.log is not None and ck and self.names is not None:
+            self.log.columns = self.columns()
+            warning = self.log.resume(ck["step"], config.log_every)
+            if warning:
+                _say(warning)
+
+    def columns(self) -> list[str]:
+        return ["step", *self.names, *self.lr_columns, "seconds", "samples_per_s"]
+
+    def start(self) -> None:
+        self.t0 = self.window.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.t0
+
+    def add(self, step: int, losses: dict[str, float]) -> None:
+        self.names, self.last = list(losses), losses
+        self.window.add(losses, self.config.batch_size)
+        self.running = self.window.means()  # what the bar shows, kept across the row's reset
+        if step % self.config.log_every == 0:
+            self.row(step)
+            self.window.reset()
+
+    def row(self, step: int) -> None:
+        if self.log is None or not self.window.count:
+            return
+        if self.log.file is None:
+            self.log.columns = self.columns()
+            self.log.start_fresh()
+        lrs = [o.param_groups[0]["lr"] for o in self.optimizers.values()]
+        self.log.write({"step": step, **{k: f"{v:.8g}" for k, v in self.window.means().items()},
+                        **{c: f"{v:.8g}" for c, v in zip(self.lr_columns, lrs)},
+                        "seconds": f"{self.seconds():.3f}",
+                        "samples_per_s": f"{self.window.rate():.2f}"})
+
+    def checkpoint(self, step: int, models: dict) -> None:
+        if not dist.is_main():
+            return
+        self.log.sync()  # rows up to this step survive a crash from now on
+        save({"format": CHECKPOINT, "task": self.task.name, "task_config": self.task.config(),
+              "train_config": self.config.to_dict(), "step": step,
+              "models": {k: _cpu(unwrap(m).state_dict()) for k, m in models.items()},
+              "optimizers": {k: _cpu(o.state_dict()) for k, o in self.optimizers.items()},
+              "rng": {"scheme": RNG_SCHEME, "seed": self.config.seed},
+              "loop": {"samples": self.n, "world_size": dist.world_size(),
+                       "loss_names": self.names, "losses": self.last,
+                       "window": self.window.state(), "seconds": self.seconds()}},
+             self.config.out)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+
 def train(task: Task, data: TrainData, config: TrainConfig, resume: bool = False) -> TrainResult:
     """Train ``task`` on ``data`` for ``config.steps`` optimiser steps in all (see the
     module's docstring); ``resume`` continues the checkpoint at ``config.out``.
@@ -505,126 +602,69 @@ def train(task: Task, data: TrainData, config: TrainConfig, resume: bool = False
     after writing a checkpoint when SIGINT or SIGTERM stopped it."""
     dev = _device(config)
     world, rank = dist.world_size(), dist.rank()
-    B, n = config.batch_size, len(data)
+    B, n, out, steps = config.batch_size, len(data), config.out, config.steps
     if B % world:
         raise TrainingError(f"the global batch size {B} does not divide by {world} processes; "
                             f"choose a multiple of {world}")
     if steps_per_epoch(n, B) == 0:
         raise TrainingError(f"{n} training samples are fewer than one batch of {B}")
-    out = config.out
 
     ck = _everyone(lambda: _read_checkpoint(task, n, config, resume))
     start = ck["step"] if ck else 0
-    if ck and start >= config.steps:
-        _say(f"{out}: already at step {start} (of {config.steps} asked for); nothing to do")
+    if ck and start >= steps:
+        _say(f"{out}: already at step {start} (of {steps} asked for); nothing to do")
         return TrainResult(start, start, dict(ck["loop"].get("losses") or {}),
                            checkpoint=out, log=config.log_path)
     if resume:
-        _say(f"{out}: resuming at step {start} of {config.steps}" if ck else
+        _say(f"{out}: resuming at step {start} of {steps}" if ck else
              f"{out}: no checkpoint yet; training from step 0")
-
     torch.manual_seed(config.seed)
-    models = task.build()
-    for model in models.values():
-        model.to(dev)
-    optimizers = task.make_optimizers(models)
-    if ck:
-        _restore(ck, models, optimizers, out)
-    for model in models.values():
-        model.train()
-    wrapped = {name: _ddp(m, dev) if world > 1 and any(p.requires_grad for p in m.parameters()) else m
-               for name, m in models.items()}
-
-    loop = ck["loop"] if ck else {}
-    names: list[str] | None = loop.get("loss_names")
-    window = _Window(loop.get("window", {}).get("sums"), loop.get("window", {}).get("count", 0))
-    seconds_before = float(loop.get("seconds", 0.0))
-    last: dict[str, float] = dict(loop.get("losses") or {})
-    lr_columns = (["lr"] if len(optimizers) == 1 else [f"lr_{k}" for k in optimizers])
-    log = _CsvLog(config.log_path, []) if dist.is_main() else None
-
-    def columns() -> list[str]:
-        return ["step", *names, *lr_columns, "seconds", "samples_per_s"]
-
-    if log is not None and ck and names is not None:
-        log.columns = columns()
-        warning = log.resume(start, config.log_every)
-        if warning:
-            _say(warning)
-
-    def checkpoint(step: int) -> None:
-        if dist.is_main():
-            log.sync()
-            save({"format": CHECKPOINT, "task": task.name, "task_config": task.config(),
-                  "train_config": config.to_dict(), "step": step,
-                  "models": {k: _cpu(unwrap(m).state_dict()) for k, m in wrapped.items()},
-                  "optimizers": {k: _cpu(o.state_dict()) for k, o in optimizers.items()},
-                  "rng": {"scheme": RNG_SCHEME, "seed": config.seed},
-                  "loop": {"samples": n, "world_size": world, "loss_names": names,
-                           "losses": last, "window": window.state(),
-                           "seconds": seconds_before + time.perf_counter() - t0}}, out)
-
-    def row(step: int) -> None:
-        if log is None or not window.count:
-            return
-        if log.file is None:
-            log.columns = columns()
-            log.start_fresh()
-        lrs = [o.param_groups[0]["lr"] for o in optimizers.values()]
-        log.write({"step": step, **{k: f"{v:.8g}" for k, v in window.means().items()},
-                   **{c: f"{v:.8g}" for c, v in zip(lr_columns, lrs)},
-                   "seconds": f"{seconds_before + time.perf_counter() - t0:.3f}",
-                   "samples_per_s": f"{window.rate():.2f}"})
+    _, optimizers, models = _build(task, dev, ck, out, world)
+    record = _Record(task, config, n, optimizers, ck)
 
     loader = DataLoader(_Samples(data, config.seed),
-                        batch_sampler=_Batches(n, B, config.seed, world, rank, start, config.steps),
+                        batch_sampler=_Batches(n, B, config.seed, world, rank, start, steps),
                         num_workers=config.workers, collate_fn=_collate,
                         pin_memory=dev.type == "cuda",
                         worker_init_fn=_quiet_worker if config.workers else None)
     from tqdm import tqdm
-    bar = tqdm(total=config.steps, initial=start, desc=task.name, unit="step", file=sys.stderr,
+    bar = tqdm(total=steps, initial=start, desc=task.name, unit="step", file=sys.stderr,
                disable=not (config.progress and dist.is_main()), dynamic_ncols=True)
     history: list[dict] = []
     step = start
-    t0 = window.started = time.perf_counter()
+    record.start()
     try:
         with _Stop() as stop:
             for batch in loader:
                 batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
                 _seed_step(config.seed, step, rank)
-                losses = task.train_step(wrapped, optimizers, batch)
+                losses = task.train_step(models, optimizers, batch)
                 step += 1
-                values, stopping = _reduce(task, losses, names, stop.signum is not None, dev)
-                names = list(values)
-                last = values
+                values, stopping = _reduce(task, losses, record.names, stop.signum is not None, dev)
                 history.append({"step": step, **values})
-                window.add(values, B)
+                record.add(step, values)
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in window.means().items()}, refresh=False)
-                if step % config.log_every == 0:
-                    row(step)
-                    window.reset()
-                if stopping and step < config.steps:
-                    checkpoint(step)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in record.running.items()}, refresh=False)
+                if stopping and step < steps:
+                    record.checkpoint(step, models)
                     dist.barrier()  # nobody exits (and gets killed) before the file is whole
-                    sig = stop.signum or signal.SIGTERM
-                    message = (f"{out}: interrupted by {signal.Signals(sig).name} at step {step} "
-                               f"of {config.steps}; checkpoint written, resume to continue")
+                    why = (f"by {signal.Signals(stop.signum).name}" if stop.signum
+                           else "by a signal to another process")
+                    message = (f"{out}: interrupted {why} at step {step} of {steps}; "
+                               "checkpoint written, resume to continue")
                     _say(message)
-                    raise TrainingInterrupted(message, sig)
-                if config.checkpoint_every and step % config.checkpoint_every == 0 \
-                        and step < config.steps:
-                    checkpoint(step)
-            checkpoint(step)  # with the partial window, before its row: see _CsvLog.resume
-            row(step)
+                    raise TrainingInterrupted(message, stop.signum or signal.SIGTERM)
+                if config.checkpoint_every and step % config.checkpoint_every == 0 and step < steps:
+                    record.checkpoint(step, models)
+            record.checkpoint(step, models)  # holds the partial window: see _CsvLog.resume
+            record.row(step)
             dist.barrier()
     finally:
         bar.close()
-        if log is not None:
-            log.close()
-    secs = time.perf_counter() - t0
-    return TrainResult(start, step, last, history, secs, (step - start) * B / secs if secs else 0.0,
-                       out, config.log_path)
+        record.close()
+    secs = time.perf_counter() - record.t0
+    return TrainResult(start, step, record.last, history, secs,
+                       (step - start) * B / secs if secs else 0.0, out, config.log_path)
 
 
 def _ddp(model: nn.Module, dev: torch.device) -> DistributedDataParallel:

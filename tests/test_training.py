@@ -159,6 +159,13 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, reference, stop):
     assert data.loaded == expected
 
 
+def test_dataloader_workers_change_nothing(tmp_path, reference):
+    ref, ref_cfg = reference
+    cfg = _config(tmp_path, workers=2)
+    assert _losses(train(ToyTask(), ToyData(), cfg).history) == _losses(ref.history)
+    _states_equal(cfg.out, ref_cfg.out)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_writes_a_checkpoint_and_resume_is_exact(tmp_path, reference, capsys, signum):
     ref, ref_cfg = reference
