@@ -392,7 +392,7 @@ def _run_reference(x, m0, cfg: IEMConfig, iters: int, inpainter: Callable):
 
 
 def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = None,
-            progress: bool = False) -> IEMResult:
+            progress: bool = False, init_masks=None) -> IEMResult:
     """Segment images by Inpainting Error Maximization.
 
     x: (N, 3, H, W) float in [-1, 1] (tensor or array; one (3, H, W) image is accepted),
@@ -400,6 +400,9 @@ def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = Non
     config: :class:`IEMConfig`, defaults to the authors' settings.
     inpainter: any callable ``(x_visible, mask_visible) -> prediction``; given one, the
     reference implementation runs (the fast path is specific to the Gaussian inpainter).
+    init_masks: optional (N, 1, H, W) masks to start from instead of the config's squares
+    (one run per image; the refinement phase starts IEM from a network's masks). The
+    result's ``init_sizes`` is then ``(0,)``.
     Returns an :class:`IEMResult` on the CPU."""
     cfg = config or IEMConfig()
     if inpainter is not None and cfg.impl == "fast":
@@ -408,14 +411,21 @@ def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = Non
     device = cfg.torch_device()
     dtype = getattr(torch, cfg.dtype)
     n, _, h, w = x.shape
-    k = len(cfg.init_sizes)
+    if init_masks is not None:
+        init_masks = torch.as_tensor(init_masks)
+        if init_masks.dim() == 3:
+            init_masks = init_masks[:, None]
+        if tuple(init_masks.shape) != (n, 1, h, w):
+            raise ValueError(f"init_masks must be ({n}, 1, {h}, {w}), got {tuple(init_masks.shape)}")
+        init_masks = init_masks.bool()
+    k = len(cfg.init_sizes) if init_masks is None else 1
     iters = cfg.iters
     start = time.perf_counter()
     inpainter = inpainter or cfg.inpainter()
 
     # every (image, square) pair is an independent problem: flatten them into one list
     jobs = [(i, j) for i in range(n) for j in range(k)]
-    squares = [centred_square(1, h, w, s) for s in cfg.init_sizes]
+    squares = [centred_square(1, h, w, s) for s in cfg.init_sizes] if init_masks is None else None
     all_masks = torch.zeros(n, k, 1, h, w, dtype=torch.bool)
     all_err = torch.zeros(n, k, dtype=torch.float64)
     all_obj = torch.zeros(n, k, dtype=torch.float64)
@@ -434,7 +444,7 @@ def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = Non
         ii = torch.tensor([i for i, _ in chunk])
         jj = torch.tensor([j for _, j in chunk])
         xb = x[ii].to(device=device, dtype=dtype)
-        m0 = torch.cat([squares[j] for _, j in chunk]).to(device)
+        m0 = (init_masks[ii] if squares is None else torch.cat([squares[j] for _, j in chunk])).to(device)
         if cfg.impl == "fast":
             with torch.no_grad():
                 m, l_inp, objective, loop = _run_fast(xb, m0, cfg, iters)
@@ -464,7 +474,7 @@ def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = Non
         history["masks"] = hist_masks
     return IEMResult(
         masks=all_masks[rows, idx], inpainting_error=all_err[rows, idx], init_index=idx,
-        init_sizes=cfg.init_sizes, all_masks=all_masks, all_errors=all_err,
+        init_sizes=cfg.init_sizes if init_masks is None else (0,), all_masks=all_masks, all_errors=all_err,
         all_objectives=all_obj, settled_at=settled_at, period=period, history=history,
         seconds=time.perf_counter() - start, config=cfg)
 

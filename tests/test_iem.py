@@ -587,3 +587,21 @@ def test_sizes_the_configuration_cannot_handle():
         segment(torch.zeros(1, 3, 127, 128), IEMConfig(iters=1, **CPU).downsampled())
     with pytest.raises(ValueError):                     # square larger than the image
         segment(torch.zeros(1, 3, 128, 128), IEMConfig(iters=1, init_sizes=(130,), **CPU))
+
+
+def test_init_masks_start_from_given_masks(authors_x):
+    """Starting from the square itself gives the square's run; any other start another run."""
+    from iemlib.kernels import centred_square
+    x = authors_x[:4]
+    cfg = IEMConfig(iters=12, device="cpu")
+    ref = segment(x, cfg)
+    square = centred_square(4, 128, 128, 78)
+    same = segment(x, cfg, init_masks=square)
+    assert torch.equal(same.masks, ref.masks) and same.init_sizes == (0,)
+    assert torch.equal(same.inpainting_error, ref.inpainting_error)
+    other = segment(x, cfg, init_masks=centred_square(4, 128, 128, 44))
+    assert not torch.equal(other.masks, ref.masks)
+    both = segment(x, cfg.replace(impl="reference"), init_masks=square)
+    assert torch.equal(both.masks, ref.masks)
+    with pytest.raises(ValueError, match="init_masks must be"):
+        segment(x, cfg, init_masks=square[:2])
