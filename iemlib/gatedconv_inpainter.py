@@ -30,7 +30,7 @@ import torch
 
 from .checkpoints import CheckpointError, load, load_state
 from .inpainter_task import TASK, GatedConvTaskConfig
-from .nets.gatedconv import GatedConvGenerator
+from .nets.gatedconv import GatedConvGenerator, channels_last
 from .objective import inpainting_error
 
 OUTPUTS = ("refined", "coarse")
@@ -48,9 +48,11 @@ class FineTune:
 
     The schedule: the paper does not state one. One step per IEM update alternates the
     two players one move each, as the pre-training alternates its discriminator and
-    generator; lr 1e-5 is a tenth of the pre-training rate, so that an Adam step moves
-    each weight by about 1e-5 and a whole 150-iteration run by at most about 1.5e-3: the
-    network adapts to the images and masks at hand while staying the pre-trained inpainter.
+    generator. lr 1e-5 is a tenth of the pre-training rate: Adam moves a weight by about
+    lr per step, so a 150-iteration run stays a small change of the pre-trained inpainter
+    (measured at cnum 8: no weight moved by more than 3e-3, against a median weight
+    magnitude of 0.06) that adapts it to the images and masks at hand instead of
+    re-learning it. The Adam betas are the pre-training's.
     """
 
     steps_per_iter: int = 1
@@ -119,11 +121,12 @@ class GatedConvInpainter:
             return self._tuned
         key = (like.device, like.dtype)
         if key not in self._copies:
-            self._copies[key] = copy.deepcopy(self._pretrained).to(device=like.device, dtype=like.dtype)
+            self._copies[key] = _copy(self._pretrained, like)
         return self._copies[key]
 
     def _predict(self, net, x_visible, mask_visible):
-        out = net(x_visible, 1 - mask_visible, coarse_only=self.output == "coarse")
+        x_visible, hole = channels_last(x_visible), channels_last(1 - mask_visible)
+        out = net(x_visible, hole, coarse_only=self.output == "coarse")
         return out.coarse if self.output == "coarse" else out.refined
 
     def __call__(self, x_visible: torch.Tensor, mask_visible: torch.Tensor) -> torch.Tensor:
@@ -152,8 +155,7 @@ class GatedConvInpainter:
 
     def _finetune_steps(self, x: torch.Tensor, masks: torch.Tensor, t: int) -> None:
         if t == 0 or self._tuned is None or not _matches(self._tuned, x):
-            self._tuned = copy.deepcopy(self._pretrained).to(device=x.device, dtype=x.dtype)
-            self._tuned.requires_grad_(True)
+            self._tuned = _copy(self._pretrained, x).requires_grad_(True)
             self._optimizer = torch.optim.Adam(self._tuned.parameters(), lr=self.finetune.lr,
                                                betas=self.finetune.betas)
         x, m = x.detach(), masks.detach().to(x.dtype)
@@ -164,6 +166,13 @@ class GatedConvInpainter:
                 self._optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self._optimizer.step()
+
+
+def _copy(net: GatedConvGenerator, like: torch.Tensor) -> GatedConvGenerator:
+    """A copy of ``net`` on like's device and dtype, its weights in channels-last layout
+    (faster; see :func:`~iemlib.nets.gatedconv.channels_last`)."""
+    return copy.deepcopy(net).to(device=like.device, dtype=like.dtype,
+                                 memory_format=torch.channels_last)
 
 
 def _matches(net: torch.nn.Module, like: torch.Tensor) -> bool:

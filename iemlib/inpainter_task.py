@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .holes import HoleConfig, free_form_hole
-from .nets.gatedconv import GatedConvConfig, GatedConvGenerator, SNPatchGAN
+from .nets.gatedconv import GatedConvConfig, GatedConvGenerator, SNPatchGAN, channels_last
 
 TASK = "gatedconv"
 LOSSES = ("l1", "l1+gan")
@@ -116,17 +116,19 @@ class GatedConvTask:
         return self.cfg.loss == "l1+gan"
 
     def build(self) -> dict[str, nn.Module]:
+        """Fresh networks, weights in channels-last layout (faster; see
+        :func:`~iemlib.nets.gatedconv.channels_last`)."""
         models = {"generator": GatedConvGenerator(self.cfg.net)}
         if self.adversarial:
             models["discriminator"] = SNPatchGAN(self.cfg.net)
-        return models
+        return {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
 
     def make_optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         return {name: torch.optim.Adam(m.parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
                 for name, m in models.items()}
 
     def train_step(self, models, optimizers, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x, hole = batch["image"], batch["hole"]
+        x, hole = channels_last(batch["image"]), channels_last(batch["hole"])
         out = models["generator"](x * (1 - hole), hole)
         losses = {"l1_coarse": (x - out.coarse).abs().mean(),
                   "l1_refined": (x - out.refined).abs().mean()}

@@ -60,14 +60,14 @@ def test_gated_conv_against_a_naive_one(k, stride, dilation, size):
     # TensorFlow's SAME: output ceil(n / stride); the odd pixel of padding goes after
     total = max((math.ceil(size / stride) - 1) * stride + (k - 1) * dilation + 1 - size, 0)
     xp = F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
-    w, b = layer.conv.weight, layer.conv.bias
-    feature = F.conv2d(xp, w[:3], b[:3], stride, 0, dilation)      # first half of the filters
-    gate = F.conv2d(xp, w[3:], b[3:], stride, 0, dilation)         # second half
-    expected = F.elu(feature) * torch.sigmoid(gate)
+    full = F.conv2d(xp, layer.conv.weight, layer.conv.bias, stride, 0, dilation)   # 6 filters
+    expected = F.elu(full[:, :3]) * torch.sigmoid(full[:, 3:])     # first half x gate of the second
     out = layer(x)
     assert out.shape == (2, 3, math.ceil(size / stride), math.ceil(size / stride))
     assert layer.out_channels == 3
     torch.testing.assert_close(out, expected)
+    cl = layer(x.contiguous(memory_format=torch.channels_last))    # the inpainter's layout
+    torch.testing.assert_close(cl, expected)
 
 
 def test_relu_gate_and_bad_filters():

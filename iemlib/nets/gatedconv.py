@@ -107,13 +107,24 @@ class SameConv2d(nn.Conv2d):
         nn.init.xavier_uniform_(self.weight)
         nn.init.zeros_(self.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def padded(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``x`` with its SAME padding, and the (symmetric) part the convolution adds itself:
+        only an asymmetric padding is applied here, as it costs a copy."""
         k, s, d = self.kernel_size[0], self.stride[0], self.dilation[0]
         top, bottom = same_padding(x.shape[-2], k, s, d)
         left, right = same_padding(x.shape[-1], k, s, d)
-        if top == bottom and left == right:         # let the convolution pad: no copy
-            return F.conv2d(x, self.weight, self.bias, s, (top, left), d)
-        return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, s, 0, d)
+        if top == bottom and left == right:
+            return x, (top, left)
+        return F.pad(x, (left, right, top, bottom)), (0, 0)
+
+    def convolve(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 padding: tuple[int, int]) -> torch.Tensor:
+        """The convolution of an already :meth:`padded` input with (some of) the filters."""
+        return F.conv2d(x, weight, bias, self.stride, padding, self.dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, padding = self.padded(x)
+        return self.convolve(x, self.weight, self.bias, padding)
 
 
 class GatedConv2d(nn.Module):
@@ -136,7 +147,14 @@ class GatedConv2d(nn.Module):
         self.out_channels = filters // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feature, gate = self.conv(x).chunk(2, dim=1)
+        # The F filters' two halves are applied as two convolutions: the same numbers as
+        # one convolution split afterwards, but each half comes out dense in either memory
+        # layout (a channel slice of a channels-last tensor is strided, and ELU, sigmoid
+        # and their gradients run several times slower on it).
+        x, padding = self.conv.padded(x)
+        w, b, h = self.conv.weight, self.conv.bias, self.out_channels
+        feature = self.conv.convolve(x, w[:h], b[:h], padding)
+        gate = self.conv.convolve(x, w[h:], b[h:], padding)
         return self.activation(feature) * torch.sigmoid(gate)
 
 
@@ -364,10 +382,18 @@ class SNPatchGAN(nn.Module):
         return self.layers(torch.cat([image, hole], 1)).flatten(1)
 
 
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in channels-last layout, oneDNN's and cuDNN's native one for convolutions.
+    These networks run about 1.3-2x faster on the CPU with their weights and inputs in it
+    (IEM's forward + backward, and a training step, measured at cnum 24, 128 x 128)."""
+    return t.contiguous(memory_format=torch.channels_last)
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
 __all__ = ["GatedConvConfig", "SameConv2d", "GatedConv2d", "GatedUp", "CoarseNet",
            "ContextualAttention", "RefineNet", "GatedConvOutput", "GatedConvGenerator",
-           "SNPatchGAN", "paste", "same_padding", "count_parameters", "SIDE_MULTIPLE"]
+           "SNPatchGAN", "paste", "same_padding", "channels_last", "count_parameters",
+           "SIDE_MULTIPLE"]
