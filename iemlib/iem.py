@@ -63,7 +63,8 @@ class IEMConfig:
     impl: "fast" or "reference".
     device: "cuda", "cpu", ... ; None picks CUDA when available.
     dtype: "float32" (the authors') or "float64".
-    early_exit: let converged images leave the batch (fast path; never changes results).
+    early_exit: let converged images leave the batch (never changes results; ignored for
+        an inpainter that adapts during the run, see :func:`_run_reference`).
     batch_size: images x initialisations processed together.
     history: record the objective per iteration; keep_masks: record every iteration's mask.
     """
@@ -298,6 +299,31 @@ class _Loop:
         """For a two-cycle detected at t (M_{t+1} == M_{t-1}): the mask at the last step."""
         return m_next if (self.iters - t - 1) % 2 == 0 else m_t
 
+    def advance(self, t: int, active: torch.Tensor, m: torch.Tensor, prev, cur: torch.Tensor,
+                new: torch.Tensor, exit_early: bool):
+        """After the update M_t = cur -> M_{t+1} = new of the images ``active``: store the
+        masks in ``m`` (every image's latest) and note which sequences became periodic.
+        With ``exit_early``, settled images get their later values filled in and their
+        final mask stored; returns the (device) bool mask of the images to keep
+        iterating, or None when all of them stay."""
+        m[active.to(m.device)] = new
+        fixed = ~(new != cur).flatten(1).any(1)
+        cycle = torch.zeros_like(fixed) if prev is None else (~fixed & ~(new != prev).flatten(1).any(1))
+        if not exit_early:
+            fresh = self.period[active] == 0
+            f, c = fixed.cpu() & fresh, cycle.cpu() & fresh
+            self.settled_at[active[f]], self.period[active[f]] = t, 1
+            self.settled_at[active[c]], self.period[active[c]] = t - 1, 2
+            return None
+        if bool(fixed.any()):
+            self.settle(active[fixed.cpu()], t, 1)
+        if bool(cycle.any()):
+            c = cycle.cpu()
+            self.settle(active[c], t, 2)
+            m[active[c].to(m.device)] = self.final_of_cycle(t, cur[cycle], new[cycle])
+        keep = ~(fixed | cycle)
+        return None if bool(keep.all()) else keep
+
 
 def _run_fast(x, m0, cfg: IEMConfig, iters: int):
     b, _, h, w = x.shape
@@ -317,25 +343,8 @@ def _run_fast(x, m0, cfg: IEMConfig, iters: int):
         new = loop.step(cur, grad)
         if loop.masks is not None:
             loop.masks[active, t + 1] = new.cpu()
-        m[active.to(m.device)] = new
-        fixed = ~(new != cur).flatten(1).any(1)
-        cycle = torch.zeros_like(fixed) if prev is None else (~fixed & ~(new != prev).flatten(1).any(1))
-        if not cfg.early_exit:
-            # note when each sequence became periodic, as the reference path does
-            fresh = loop.period[active] == 0
-            f, c = fixed.cpu() & fresh, cycle.cpu() & fresh
-            loop.settled_at[active[f]], loop.period[active[f]] = t, 1
-            loop.settled_at[active[c]], loop.period[active[c]] = t - 1, 2
-            prev, cur = cur, new
-            continue
-        if bool(fixed.any()):
-            loop.settle(active[fixed.cpu()], t, 1)
-        if bool(cycle.any()):
-            c = cycle.cpu()
-            loop.settle(active[c], t, 2)
-            m[active[c].to(m.device)] = loop.final_of_cycle(t, cur[cycle], new[cycle])
-        keep = ~(fixed | cycle)
-        if not bool(keep.all()):
+        keep = loop.advance(t, active, m, prev, cur, new, cfg.early_exit)
+        if keep is not None:
             kc = keep.cpu()
             active, xa = active[kc], xa[keep]
             ca = {k: v[keep] for k, v in ca.items()}
@@ -353,42 +362,61 @@ def _run_fast(x, m0, cfg: IEMConfig, iters: int):
 
 
 def _run_reference(x, m0, cfg: IEMConfig, iters: int, inpainter: Callable):
-    """The authors' loop: autograd gives the gradient of the regularised objective."""
+    """The authors' loop: autograd gives the gradient of the regularised objective.
+
+    An inpainter may offer ``inpaint_both(x, mask) -> (pred_fg, pred_bg)``, both
+    inpaintings in one call (a network runs them as one batch), and ``adapt(x, masks, t)``,
+    called before each evaluation of the objective (an inpainter fine-tuned during IEM).
+    Settled images leave the batch as in the fast path, unless the inpainter adapts: then
+    the update is no longer a function of (X, M) alone."""
     b = x.shape[0]
     lam = cfg.effective_lambda
     loop = _Loop(cfg, iters, m0)
     obj_kw = dict(numerator=cfg.numerator, denominator=cfg.denominator,
                   denominator_mask=cfg.denominator_mask)
+    both = getattr(inpainter, "inpaint_both", None)
+    adapt = getattr(inpainter, "adapt", None)
+    exit_early = cfg.early_exit and adapt is None
 
-    def evaluate(m):
-        pred_fg = inpainter(x * (1 - m), 1 - m)   # foreground inpainted from the background
-        pred_bg = inpainter(x * m, m)             # background inpainted from the foreground
+    def evaluate(x, m):
+        if both is not None:
+            pred_fg, pred_bg = both(x, m)
+        else:
+            pred_fg = inpainter(x * (1 - m), 1 - m)   # foreground inpainted from the background
+            pred_bg = inpainter(x * m, m)             # background inpainted from the foreground
         l_inp = inpainting_error(x, m, pred_fg, pred_bg, **obj_kw)
         objective = l_inp - lam * diversity(x, m) if lam else l_inp
         return l_inp, objective
 
-    everyone = torch.arange(b)
-    cur, prev = m0.bool(), None
+    m = m0.bool().clone()               # final masks of every image, filled as they settle
+    active = torch.arange(b)            # images still iterating (CPU indices)
+    xa, cur, prev = x, m0.bool(), None
     for t in range(iters):
+        if adapt is not None:
+            adapt(xa, cur, t)
         mv = cur.to(x.dtype).requires_grad_(True)
-        l_inp, objective = evaluate(mv)
+        l_inp, objective = evaluate(xa, mv)
         (grad,) = torch.autograd.grad(objective.sum(), mv)
-        loop.record(t, everyone, l_inp, objective)
+        loop.record(t, active, l_inp, objective)
         new = loop.step(cur, grad)
         if loop.masks is not None:
-            loop.masks[:, t + 1] = new.cpu()
-        # note (without acting on it) when each sequence became periodic
-        fresh = (loop.period == 0)
-        fixed = ~(new != cur).flatten(1).any(1).cpu() & fresh
-        loop.settled_at[fixed], loop.period[fixed] = t, 1
-        if prev is not None:
-            cyc = ~(new != prev).flatten(1).any(1).cpu() & fresh & ~fixed
-            loop.settled_at[cyc], loop.period[cyc] = t - 1, 2
+            loop.masks[active, t + 1] = new.cpu()
+        keep = loop.advance(t, active, m, prev, cur, new, exit_early)
+        if keep is not None:
+            active, xa = active[keep.cpu()], xa[keep]
+            new, cur = new[keep], cur[keep]
+            if active.numel() == 0:
+                break
         prev, cur = cur, new
+    if adapt is not None:
+        adapt(x, m, iters)
     with torch.no_grad():
-        l_inp, objective = evaluate(cur.to(x.dtype))
-    loop.record(iters, everyone, l_inp, objective)
-    return cur, l_inp, objective, loop
+        l_inp, objective = evaluate(x, m.to(x.dtype))
+    # images that left the batch had their last values filled in when they settled
+    live = loop.period == 0 if exit_early else torch.ones(b, dtype=torch.bool)
+    loop.record(iters, torch.arange(b)[live], l_inp[live.to(l_inp.device)],
+                objective[live.to(l_inp.device)])
+    return m, l_inp, objective, loop
 
 
 def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = None,
