@@ -29,7 +29,7 @@ help:
 	@echo "make test       every test, notebooks included (IEM_QUICK=1), then the notebooks'"
 	@echo "                checked cells again under other arithmetic (make test-arithmetic)"
 	@echo "make lab        open the notebooks in JupyterLab"
-	@echo "make bench      speed of the fast and reference implementations"
+	@echo "make bench      speed of the fast and reference implementations, and of learned inpainters"
 	@echo "make reproduce  run every notebook headless; tables in results/ (resumes; FRESH=1 reruns all)"
 	@echo "data: $(IEM_DATA_DIR)"
 
@@ -72,6 +72,7 @@ lab: $(VENV)/.lab
 
 bench: $(VENV)/.core
 	$(BIN)/python benchmarks/iem_speed.py
+	$(BIN)/python benchmarks/learned_speed.py
 
 reproduce: $(VENV)/.test
 	$(BIN)/python -m iemlib.reproduce --notebooks notebooks --results results $(if $(FRESH),,--skip-done)
