@@ -171,11 +171,8 @@ def cmd_segment(args) -> int:
         bars.append(_progress(total, desc, args.quiet))
         return bars[-1]
 
-    def report(kind, message):
-        _say(kind, message)
-
     try:
-        s = segment_folder(job, report, progress)
+        s = segment_folder(job, _say, progress)
     except (ImageError, FolderError) as err:
         raise CLIError(str(err)) from None
     except OutputError as err:

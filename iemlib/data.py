@@ -83,7 +83,8 @@ class PairDataset(Sequence):
 
 class FolderSet(PairDataset):
     """A set in the simple layout: ``root/images/<stem>.<ext>`` and ``root/masks/<stem>.png``
-    (0 background, 255 foreground, 128 unknown). File-name order.
+    (0 background, 255 foreground, 128 unknown; 0/1 and colour masks as
+    :func:`iemlib.images.read_mask` reads them). File-name order.
 
     ``require_masks=False`` accepts a folder of images alone (``root/images`` or ``root``
     itself) for segmentation without evaluation."""

@@ -156,9 +156,14 @@ class _OutputFolder:
             raise OutputError(f"{folder}: the output folder is not writable "
                               f"({err.strerror or err})") from None
         self._lock()
-        for p in folder.iterdir():
-            if _is_leftover(p.name):
-                p.unlink(missing_ok=True)
+        try:
+            for p in folder.iterdir():
+                if _is_leftover(p.name):
+                    p.unlink(missing_ok=True)
+        except OSError as err:
+            self.__exit__()
+            raise OutputError(f"{folder}: cannot clear temporary files of an earlier run "
+                              f"({err.strerror or err})") from None
         return self
 
     def _lock(self) -> None:

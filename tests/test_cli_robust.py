@@ -24,7 +24,7 @@ from PIL import Image
 import iemlib.folder
 import iemlib.iem
 from iemlib import IEMConfig, segment
-from iemlib.cli import EXIT_BAD_INPUT, EXIT_WRITE, main
+from iemlib.cli import EXIT_BAD_INPUT, EXIT_WRITE
 from iemlib.images import image_to_array, read_image
 
 from test_cli import (assert_binary_mask, assert_one_line_error, error_lines, horse_image,
