@@ -307,7 +307,7 @@ def cmd_demo(args) -> int:
 
 # --------------------------------------------------------------------------------- data
 def cmd_data(args) -> int:
-    from .data import available_datasets, data_root
+    from .data import data_root, survey_datasets
     from .download import SPECS, DownloadError, download, verify
     root = Path(args.root) if args.root else data_root()
     try:
@@ -317,20 +317,20 @@ def cmd_data(args) -> int:
                                "$IEM_DATA_DIR or --root at a folder)")
             state = "" if root.is_dir() else " (no such folder yet: only the demo set is present)"
             print(f"data root: {root.resolve()}{state}")
-            present = available_datasets(root)
-            incomplete = []
+            present, problems = survey_datasets(root)
             for name, spec in SPECS.items():
                 # list and verify must agree on the paper's sets
                 if (root / spec.folder).is_dir():
                     try:
                         verify(name, root)
                     except DownloadError as err:
-                        incomplete.append(f"{name} ({err})")
+                        problems[name] = str(err)
                         if name in present:
                             present.remove(name)
             print("present: " + ", ".join(present))
-            if incomplete:
-                print("incomplete (iem data download resumes): " + "; ".join(incomplete))
+            for name in sorted(problems):
+                hint = "; iem data download resumes" if name in SPECS else ""
+                print(f"not usable: {name}: {problems[name]}{hint}")
             print("downloadable: " + ", ".join(f"{k} ({v.note})" for k, v in SPECS.items()))
             return 0
         if not args.name:

@@ -485,18 +485,12 @@ def _resolve(root: Path, name: str) -> Path | None:
     return None
 
 
-def available_datasets(root=None) -> list[str]:
-    """Names :func:`open_dataset` accepts for the sets present under ``root`` (default
-    :func:`data_root`), sorted, always including ``"demo"``.
-
-    ``flowers102`` needs ``<root>/flowers102/setid.mat``; ``cub`` needs
-    ``<root>/CUB_200_2011/images.txt`` (or ``<root>/cub/``); every other folder with
-    ``images/`` and ``masks/`` inside is listed by its folder name (``lsun_car`` included).
-    A set is listed only if it opens and its first test pair loads (a half-unpacked
-    download is left out), so every listed name can be passed to :func:`open_dataset`.
-    """
+def survey_datasets(root=None) -> tuple[list[str], dict[str, str]]:
+    """What lies under ``root`` (default :func:`data_root`): the names of the sets that open
+    and whose first test pair loads (sorted, ``"demo"`` included), and, for folders laid
+    out as a set that do not, the reason, by name."""
     root = Path(root) if root is not None else data_root()
-    names = {"demo"}
+    names, problems = {"demo"}, {}
     try:
         folders = sorted(root.iterdir()) if root.is_dir() else []
     except OSError:  # an unreadable root holds nothing usable
@@ -507,10 +501,26 @@ def available_datasets(root=None) -> list[str]:
         if folder.is_dir() and name not in names and _resolve(root, name):
             try:
                 _open_folder(_resolve(root, name), "test", 128, name)[0]
-            except (OSError, ValueError):  # ImageError is a ValueError
+            except (OSError, ValueError) as err:  # ImageError is a ValueError
+                problems.setdefault(name, str(err))
                 continue
             names.add(name)
-    return sorted(names)
+            problems.pop(name, None)
+    return sorted(names), problems
+
+
+def available_datasets(root=None) -> list[str]:
+    """Names :func:`open_dataset` accepts for the sets present under ``root`` (default
+    :func:`data_root`), sorted, always including ``"demo"``.
+
+    ``flowers102`` needs ``<root>/flowers102/setid.mat``; ``cub`` needs
+    ``<root>/CUB_200_2011/images.txt`` (or ``<root>/cub/``); every other folder with
+    ``images/`` and ``masks/`` inside is listed by its folder name (``lsun_car`` included).
+    A set is listed only if it opens and its first test pair loads (a half-unpacked
+    download is left out), so every listed name can be passed to :func:`open_dataset`;
+    :func:`survey_datasets` also says why the others do not.
+    """
+    return survey_datasets(root)[0]
 
 
 def open_dataset(name_or_path, split: str = "test", size: int | None = 128) -> PairDataset:

@@ -318,7 +318,8 @@ def test_non_utf8_cub_listing_does_not_crash_list_or_evaluate(tmp_path, capsys, 
 
     status, out, err = run(capsys, "data", "list")
     assert status == 0 and "Traceback" not in err, err
-    assert "present: demo" in out and "cub" in out.split("present:")[1].split("\n")[1]
+    assert "present: demo\n" in out
+    assert any(line.startswith("not usable: cub:") and "UTF-8" in line for line in out.splitlines())
     status, out, err = run(capsys, "evaluate", "no_such_set", *QUICK[:-2])
     assert_one_line_error(status, err, "no_such_set", "demo")
     status, out, err = run(capsys, "evaluate", "cub", *QUICK[:-2])
@@ -485,6 +486,18 @@ def test_data_list_says_when_the_root_is_missing_or_a_file(tmp_path, capsys):
     assert_one_line_error(status, err, "afile", "not a folder")
 
 
+def test_data_list_names_a_set_folder_that_does_not_open(tmp_path, capsys):
+    broken = tmp_path / "mine"
+    (broken / "images").mkdir(parents=True)
+    (broken / "masks").mkdir()
+    synthetic(40, 36).save(broken / "images" / "a.png")       # no mask for it
+    status, out, err = run(capsys, "data", "list", "--root", tmp_path)
+    assert status == 0, err
+    assert "present: demo\n" in out
+    line = next(line for line in out.splitlines() if line.startswith("not usable: mine:"))
+    assert "a.png" in line
+
+
 def test_data_list_and_verify_agree_on_a_half_unpacked_download(tmp_path, capsys, shared_dir):
     setid = shared_dir / "reference" / "flowers102_setid.mat"
     if not setid.is_file():
@@ -497,7 +510,7 @@ def test_data_list_and_verify_agree_on_a_half_unpacked_download(tmp_path, capsys
     assert status == 0, err
     present = next(line for line in out.splitlines() if line.startswith("present:"))
     assert "flowers102" not in present
-    assert "flowers102" in next(line for line in out.splitlines() if line.startswith("incomplete"))
+    assert "flowers102" in next(line for line in out.splitlines() if line.startswith("not usable"))
     status, _, err = run(capsys, "data", "verify", "flowers102", "--root", tmp_path)
     assert status != 0 and "flowers102" in err
 
