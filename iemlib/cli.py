@@ -1,30 +1,54 @@
 """The ``iem`` command: segment a folder, evaluate on a labelled set, run the demo.
 
-    iem segment IN_DIR OUT_DIR      one PNG mask per image, at the image's own size
+    iem segment IN_DIR OUT_DIR      one PNG mask per image, at the image's displayed size
     iem evaluate SET_DIR            IEM on images/ + masks/, prints accuracy / IoU / DICE
     iem demo                        the composite demo set: metrics and an overview figure
     iem data download NAME          fetch, check and unpack a paper dataset (flowers102, cub)
                                     or build a shared set from its listed source files
                                     (weizmann_horse, grabcut, coco_mval)
 
-Errors in the input (missing or empty folders, unreadable, truncated or 16-bit images,
-image/mask size mismatch, tiny images) are reported in one line naming the file, with a
-non-zero exit status; masks already written are never lost (each is written to a
-temporary file and renamed into place, so a rerun resumes where it stopped).
+Every problem is one line on stderr naming the file, never a traceback, and the exit
+status says which kind it was (:data:`EXIT_CODES`). Bad input files are reported one per
+line and the others are still done; masks already written are never lost (each is
+written to a temporary file and renamed into place), so a rerun resumes where it stopped.
+How ``segment`` streams, resumes and records its settings: :mod:`iemlib.folder`.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .folder import write_png_atomic  # noqa: F401  (kept importable from here)
 
-EXIT_BAD_INPUT = 1   # bad input files or settings (argparse uses 2 for usage errors)
+EXIT_OK = 0
+EXIT_BAD_INPUT = 1   # some input files (or settings) were bad; the good ones were done
+EXIT_USAGE = 2       # argparse's status for a malformed command line
+EXIT_WRITE = 3       # an output could not be written (or its folder is in use)
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM gives 143, with the same message
+EXIT_CODES = f"""exit status:
+  {EXIT_OK}    everything asked for was done
+  {EXIT_BAD_INPUT}    some inputs (files or settings) were bad: each is named on stderr, the rest was done
+  {EXIT_USAGE}    the command line itself is malformed
+  {EXIT_WRITE}    an output could not be written (full disk, read-only or permission denied,
+       a parent that is a file), or another iem segment holds the output folder
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C; 143 for SIGTERM): finished masks are kept, rerun to resume"""
+
+SEGMENT_NOTES = """\
+Masks are written one by one, as their images settle. A rerun skips masks that are
+whole and of the right size, and refuses if iem.json (beside the masks) records other
+settings; --overwrite then redoes them. One run at a time per output folder."""
+
+#: Limits on settings that would otherwise end in an overflow or run out of memory.
+MAX_ITERS = 1_000_000   # the paper uses 150; images that settle stop early anyway
+MAX_SIZE = 1024         # 8 x the paper's 128; memory grows with its square
 
 
 class CLIError(Exception):
@@ -35,10 +59,16 @@ class CLIError(Exception):
         self.status = status
 
 
+def _say(kind: str | None, message: str) -> None:
+    """One line on stderr (``iem: <kind>: <message>``), above any progress bar."""
+    from tqdm.auto import tqdm
+    tqdm.write(f"iem: {kind}: {message}" if kind else message, file=sys.stderr)
+
+
 # ---------------------------------------------------------------------------- options
 def _add_iem_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("IEM settings (defaults: the authors' code)")
-    g.add_argument("--iters", type=int, default=150, help="number of updates (150)")
+    g.add_argument("--iters", type=int, default=150, help=f"number of updates (150; at most {MAX_ITERS})")
     g.add_argument("--init-sizes", type=int, nargs="+", default=None, metavar="SIDE",
                    help="sides of the centred initial squares at 128 px (default 78; the paper: 44 78 92)")
     g.add_argument("--paper", action="store_true", help="the paper's protocol: squares 44, 78 and 92")
@@ -52,8 +82,41 @@ def _add_iem_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--denominator", choices=("count", "l1", "l2"), default="count")
     g.add_argument("--downsampled", action="store_true",
                    help="the authors' 2x-downsampled inpainter (sigma 2.5, 7 taps)")
-    g.add_argument("--device", default=None, help="cuda, cpu, ... (default: CUDA when available)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: CUDA when available)")
     g.add_argument("--batch-size", type=int, default=128, help="images x squares per batch")
+
+
+def _devices() -> list[str]:
+    import torch
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found
+
+
+def _check_device(name: str | None) -> None:
+    """Refuse devices IEM cannot run on here (``meta``, ``mps`` without Metal, a CUDA
+    index that does not exist) before any work, instead of a traceback later."""
+    if name is None:
+        return
+    import torch
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        dev = None
+    here = _devices()
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise CLIError(f"--device {name}: not a device iem runs on; use one of {', '.join(here)}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {name} asked for, but no CUDA device is available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise CLIError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
+    if dev.type == "mps" and "mps" not in here:
+        raise CLIError(f"--device {name}: this PyTorch has no usable MPS (Apple Metal) device; "
+                       f"use one of {', '.join(here)}")
 
 
 def _config(args):
@@ -63,6 +126,12 @@ def _config(args):
     if too_big:
         raise CLIError(f"--init-sizes {too_big[0]}: squares are given at 128 x 128, "
                        "so a side must be at most 128")
+    if args.iters > MAX_ITERS:
+        raise CLIError(f"--iters {args.iters}: at most {MAX_ITERS} (the paper uses 150, and "
+                       "images whose mask settles stop early anyway)")
+    if not math.isfinite(args.lam):
+        raise CLIError(f"--lam {args.lam}: must be a finite number >= 0")
+    _check_device(args.device)
     try:
         cfg = IEMConfig(iters=args.iters, init_sizes=tuple(sizes), select=args.select,
                         impl=args.impl, lam=args.lam, smoothing=not args.no_smoothing,
@@ -74,11 +143,15 @@ def _config(args):
         cfg.torch_device()
     except (ValueError, RuntimeError) as err:
         raise CLIError(str(err))
-    if cfg.torch_device().type == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise CLIError("--device cuda asked for, but no CUDA device is available")
     return cfg
+
+
+def _size(size: int) -> int:
+    from .images import MIN_SIDE
+    if not MIN_SIDE <= size <= MAX_SIZE:
+        raise CLIError(f"--size {size}: the shorter side must be between {MIN_SIDE} and "
+                       f"{MAX_SIZE} pixels (the paper uses 128)")
+    return size
 
 
 def _progress(total: int, desc: str, quiet: bool):
@@ -87,98 +160,32 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 # ------------------------------------------------------------------------------ segment
-def write_png_atomic(array: np.ndarray, path: Path) -> None:
-    """Write a uint8 array as PNG via a temporary file in the same folder + rename, so that
-    an interrupted run never leaves a half-written mask."""
-    from PIL import Image
-    with atomic_path(path, suffix=".png.part") as tmp, open(tmp, "wb") as fh:
-        Image.fromarray(array).save(fh, format="PNG")
-
-
-def _mask_done(mask: Path, image: Path) -> bool:
-    """A mask counts as done when it is a readable PNG of its image's size (header only)."""
-    from PIL import Image
-    if not mask.is_file():
-        return False
-    try:
-        with Image.open(mask) as m, Image.open(image) as i:
-            return m.format == "PNG" and m.size == i.size
-    except (OSError, ValueError):
-        return False
-
-
 def cmd_segment(args) -> int:
-    import torch
-    from PIL import Image
+    from .folder import FolderError, FolderJob, OutputError, segment_folder
+    from .images import ImageError
 
-    from .images import ImageError, image_to_array, list_images, read_image
-    from .iem import segment
-
-    from .images import MIN_SIDE
-    if args.size < MIN_SIDE:
-        raise CLIError(f"--size {args.size}: the shorter side must be at least {MIN_SIDE} pixels")
     cfg = _config(args)
-    in_dir, out_dir = Path(args.in_dir), Path(args.out_dir)
-    img_dir = in_dir / "images" if (in_dir / "images").is_dir() else in_dir
+    job = FolderJob(Path(args.in_dir), Path(args.out_dir), cfg, size=_size(args.size),
+                    overwrite=args.overwrite)
+    bars = []
+
+    def progress(total, desc):
+        bars.append(_progress(total, desc, args.quiet))
+        return bars[-1]
+
     try:
-        files = list_images(img_dir)
-    except ImageError as err:
-        raise CLIError(str(err))
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CLIError(f"{out_dir}: exists and is not a folder")
-    if out_dir.resolve() in (in_dir.resolve(), img_dir.resolve()):
-        raise CLIError(f"{out_dir}: the output folder must differ from the input folder")
-    by_stem: dict[str, Path] = {}
-    for f in files:
-        if f.stem in by_stem:
-            raise CLIError(f"{f}: same name as {by_stem[f.stem].name}, both would be written "
-                           f"to {f.stem}.png; rename one")
-        by_stem[f.stem] = f
-    todo = [f for f in files if args.overwrite or not _mask_done(out_dir / (f.stem + ".png"), f)]
-    skipped = len(files) - len(todo)
-    failed: list[str] = []
-    written = 0
-    start = time.perf_counter()
-    bar = _progress(len(todo), "segment", args.quiet)
-    # images of one shape after resizing are segmented together
-    pending: dict[tuple[int, int], list] = {}
-
-    def flush(shape):
-        nonlocal written
-        group = pending.pop(shape, [])
-        if not group:
-            return
-        x = torch.from_numpy(np.stack([g[1] for g in group]))
-        result = segment(x, cfg)
-        for (path, _, size), mask in zip(group, result.masks[:, 0].numpy()):
-            img = Image.fromarray(mask.astype(np.uint8) * 255)
-            if img.size != size:
-                img = img.resize(size, Image.NEAREST)
-            write_png_atomic(np.asarray(img), out_dir / (path.stem + ".png"))
-            written += 1
-        bar.update(len(group))
-
-    for path in todo:
-        try:
-            img = read_image(path)
-            x = image_to_array(img, args.size, crop=False)
-        except ImageError as err:
-            failed.append(str(err))
-            print(f"iem: error: {err}", file=sys.stderr)
-            bar.update(1)
-            continue
-        key = tuple(x.shape[1:])
-        pending.setdefault(key, []).append((path, x, img.size))
-        if len(pending[key]) >= cfg.batch_size:
-            flush(key)
-    for key in list(pending):
-        flush(key)
-    bar.close()
-    secs = time.perf_counter() - start
-    where = f"masks in {out_dir}" if written or skipped else "no masks written"
-    print(f"segmented {written}, skipped {skipped} already done, failed {len(failed)}; "
-          f"{where} ({secs:.1f} s)", file=sys.stderr)
-    return EXIT_BAD_INPUT if failed else 0
+        s = segment_folder(job, _say, progress)
+    except (ImageError, FolderError) as err:
+        raise CLIError(str(err)) from None
+    except OutputError as err:
+        raise CLIError(str(err), EXIT_WRITE) from None
+    finally:
+        for bar in bars:
+            bar.close()
+    where = f"masks in {job.out_dir}" if s.segmented or s.done_before else "no masks written"
+    _say(None, f"segmented {s.segmented}, skipped {s.done_before} already done, failed {s.failed}, "
+               f"ignored {s.ignored} (not images); {where} ({s.seconds:.1f} s)")
+    return EXIT_BAD_INPUT if s.failed else 0
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -227,16 +234,33 @@ def run_evaluation(dataset, cfg, limit=None, quiet=False):
     return evaluate(result.masks, y), result, seconds
 
 
+def _report_unlabelled(scores, dataset, where) -> None:
+    """Images whose ground truth has no labelled pixel are left out of the means: say
+    which, in one line (or refuse when that leaves nothing)."""
+    s = scores.summary()
+    if not s["unlabelled"]:
+        return
+    names = [dataset.names[i] for i, ok in enumerate(scores.labelled) if not ok]
+    if s["n"] == 0:
+        raise CLIError(f"{where}: no image has a labelled pixel in its mask (all unknown), "
+                       "so there is nothing to score")
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    _say("note", f"{len(names)} of {len(names) + s['n']} images have no labelled pixel in "
+                 f"their masks (all unknown) and are left out of the means: {shown}")
+
+
 def cmd_evaluate(args) -> int:
     cfg = _config(args)
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be at least 1, got {args.limit}")
     dataset = _open_set(args.set_dir)
     scores, result, seconds = run_evaluation(dataset, cfg, args.limit, quiet=args.quiet or args.json)
+    _report_unlabelled(scores, dataset, args.set_dir)
     s = scores.summary()
     if args.json:
-        print(json.dumps({"n": s["n"], "acc": round(s["acc"], 3), "iou": round(s["iou"], 3),
-                          "dice": round(s["dice"], 3), "seconds": round(seconds, 2)}))
+        print(json.dumps({"n": s["n"], "unlabelled": s["unlabelled"], "acc": round(s["acc"], 3),
+                          "iou": round(s["iou"], 3), "dice": round(s["dice"], 3),
+                          "seconds": round(seconds, 2)}))
     else:
         print(f"{args.set_dir}: {scores}")
         print(f"IEM {cfg.impl}, {cfg.iters} iterations, squares {list(cfg.init_sizes)} "
@@ -245,6 +269,21 @@ def cmd_evaluate(args) -> int:
 
 
 # --------------------------------------------------------------------------------- demo
+def _check_writable(path: Path) -> None:
+    """Before any work: ``path``'s folder exists or can be made, and takes a file."""
+    import os
+    import tempfile
+    if path.is_dir():
+        raise CLIError(f"{path}: is a folder; give a file name for the figure", EXIT_WRITE)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise CLIError(f"{path}: cannot write there ({err.strerror or err})", EXIT_WRITE) from None
+
+
 def cmd_demo(args) -> int:
     from .data import DemoSet
     from .viz import save_overview
@@ -252,11 +291,15 @@ def cmd_demo(args) -> int:
     if args.n < 1:
         raise CLIError(f"--n {args.n}: the demo needs at least one image")
     cfg = _config(args)
+    out = Path(args.out)
+    _check_writable(out)
     dataset = DemoSet(n=args.n)
     scores, result, seconds = run_evaluation(dataset, cfg, quiet=args.quiet)
     x, y = dataset.load()
-    out = Path(args.out)
-    save_overview(out, x, y, result.masks, title=f"IEM on the composite demo set: {scores}")
+    try:
+        save_overview(out, x, y, result.masks, title=f"IEM on the composite demo set: {scores}")
+    except OSError as err:
+        raise CLIError(f"{out}: could not write the figure ({err.strerror or err})", EXIT_WRITE)
     print("composite demo set (scikit-image photographs, exact masks; no download)")
     print(f"{scores}")
     print(f"{seconds:.1f} s for {len(dataset)} images x {cfg.iters} iterations on {cfg.torch_device()}; "
@@ -266,13 +309,30 @@ def cmd_demo(args) -> int:
 
 # --------------------------------------------------------------------------------- data
 def cmd_data(args) -> int:
-    from .data import available_datasets, data_root
+    from .data import data_root, survey_datasets
     from .download import SPECS, DownloadError, download, verify
     root = Path(args.root) if args.root else data_root()
     try:
         if args.action == "list":
-            print(f"data root: {root.resolve()}")
-            print("present: " + (", ".join(available_datasets(root)) or "none"))
+            if root.exists() and not root.is_dir():
+                raise CLIError(f"{root}: the data root is a file, not a folder (point "
+                               "$IEM_DATA_DIR or --root at a folder)")
+            state = "" if root.is_dir() else " (no such folder yet: only the demo set is present)"
+            print(f"data root: {root.resolve()}{state}")
+            present, problems = survey_datasets(root)
+            for name, spec in SPECS.items():
+                # list and verify must agree on the paper's sets
+                if (root / spec.folder).is_dir():
+                    try:
+                        verify(name, root)
+                    except DownloadError as err:
+                        problems[name] = str(err)
+                        if name in present:
+                            present.remove(name)
+            print("present: " + ", ".join(present))
+            for name in sorted(problems):
+                hint = "; iem data download resumes" if name in SPECS else ""
+                print(f"not usable: {name}: {problems[name]}{hint}")
             print("downloadable: " + ", ".join(f"{k} ({v.note})" for k, v in SPECS.items()))
             return 0
         if not args.name:
@@ -298,16 +358,21 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     p = argparse.ArgumentParser(prog="iem", description=(
         "Inpainting Error Maximization (Savarese et al., CVPR 2021): unsupervised, "
-        "learning-free foreground segmentation."))
+        "learning-free foreground segmentation."), epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"iemlib {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("segment", help="segment every image of a folder, one PNG mask each")
+    s = sub.add_parser("segment", help="segment every image of a folder, one PNG mask each",
+                       epilog=SEGMENT_NOTES + "\n\n" + EXIT_CODES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("in_dir", help="folder of images (or a set folder with images/)")
     s.add_argument("out_dir", help="where the masks go (<image stem>.png, 0 / 255)")
     s.add_argument("--size", type=int, default=128,
-                   help="the shorter side is resized to this before IEM (128, as in the paper)")
-    s.add_argument("--overwrite", action="store_true", help="redo masks that already exist")
+                   help=f"the shorter side is resized to this before IEM (128, as in the paper; "
+                        f"at most {MAX_SIZE})")
+    s.add_argument("--overwrite", action="store_true",
+                   help="redo masks that already exist, and those made with other settings")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_iem_options(s)
     s.set_defaults(func=cmd_segment)
@@ -317,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(flowers102, cub, lsun_car, demo, or a set under $IEM_DATA_DIR)")
     e.add_argument("--limit", type=int, default=None, help="the first N images in file-name order")
     e.add_argument("--json", action="store_true",
-                   help="print one JSON object: n, acc, iou, dice (percent), seconds")
+                   help="print one JSON object: n (images scored), unlabelled (images left "
+                        "out: no labelled pixel), acc, iou, dice (percent), seconds")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_iem_options(e)
     e.set_defaults(func=cmd_evaluate)
@@ -345,18 +411,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the same message, every finished mask kept."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    from .images import LargeImageWarning
+    if issubclass(category, LargeImageWarning):
+        _say("warning", str(message))
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv=None) -> int:
+    import threading
+
+    from .images import LargeImageWarning
     parser = build_parser()
     args = parser.parse_args(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main_thread else None
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", LargeImageWarning)
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except CLIError as err:
         print(f"iem: error: {err}", file=sys.stderr)
         return err.status
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         hint = "; masks written so far are kept, rerun to resume" if args.command == "segment" else ""
         print(f"iem: interrupted{hint}", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if isinstance(err, _Terminated) else EXIT_INTERRUPTED
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

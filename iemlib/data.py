@@ -83,7 +83,8 @@ class PairDataset(Sequence):
 
 class FolderSet(PairDataset):
     """A set in the simple layout: ``root/images/<stem>.<ext>`` and ``root/masks/<stem>.png``
-    (0 background, 255 foreground, 128 unknown). File-name order.
+    (0 background, 255 foreground, 128 unknown; 0/1 and colour masks as
+    :func:`iemlib.images.read_mask` reads them). File-name order.
 
     ``require_masks=False`` accepts a folder of images alone (``root/images`` or ``root``
     itself) for segmentation without evaluation."""
@@ -189,6 +190,9 @@ class Flowers102(PairDataset):
         if key not in mat:
             raise ImageError(f"{setid}: no {key!r} entry (needed for the {split} split)")
         self.ids = [int(i) for i in np.asarray(mat[key]).ravel()]
+        if not self.ids:
+            raise ImageError(f"{setid}: the {key!r} entry lists no image, so the {split} split "
+                             "is empty")
         img_dir = _require_dir(self.root / "jpg", "Flowers-102 images")
         seg_dir = _require_dir(self.root / "segmim", "Flowers-102 segmentations")
         # Files are only opened on access: checking 8,189 files up front would be slow on
@@ -205,9 +209,10 @@ class Flowers102(PairDataset):
         return (~bg).astype(np.uint8)
 
     def _load(self, image: Path, mask: Path | None):
-        img = read_image(image)
+        # Stored pixels, as the authors read them: the segmentations were drawn on those.
+        img = read_image(image, orient=False)
         # The rule is applied before resizing, on the colours as stored in the JPEG.
-        m = self.segmim_to_mask(np.asarray(read_image(mask)))
+        m = self.segmim_to_mask(np.asarray(read_image(mask, orient=False)))
         _check_same_size(m, mask, img, image)
         return image_to_array(img, self.size), mask_to_array(m, self.size)
 
@@ -254,13 +259,23 @@ class CUB200(PairDataset):
         want = str(self.SPLIT_CODES[split])
         self.ids = [int(i) for i, rel in listing if codes[i] == want]
         rels = [rel for i, rel in listing if codes[i] == want]
+        if not rels:
+            raise ImageError(f"{self.root / 'images.txt'}: no image in the {split} split "
+                             f"(code {want} of {split_path.name}), so the split is empty")
         self._paths = [(img_dir / rel, (seg_dir / rel).with_suffix(".png")) for rel in rels]
         self.names = rels
 
     @staticmethod
     def _read_pairs(path: Path) -> list[tuple[str, str]]:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ImageError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at "
+                             f"offset {err.start}); the official file is plain ASCII") from None
+        except OSError as err:
+            raise ImageError(f"{path}: cannot read ({err.strerror or err})") from None
         pairs = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.split(maxsplit=1)
@@ -270,9 +285,10 @@ class CUB200(PairDataset):
         return pairs
 
     def _load(self, image: Path, mask: Path | None):
-        img = read_image(image)
+        # Stored pixels, as the authors read them: the segmentations were drawn on those.
+        img = read_image(image, orient=False)
         # read_image refuses 16-bit and broken files; grey -> RGB -> L is lossless.
-        grey = np.asarray(read_image(mask).convert("L"))
+        grey = np.asarray(read_image(mask, orient=False).convert("L"))
         m = (grey > 0.5 * 255).astype(np.uint8)
         _check_same_size(m, mask, img, image)
         return image_to_array(img, self.size), mask_to_array(m, self.size)
@@ -469,6 +485,30 @@ def _resolve(root: Path, name: str) -> Path | None:
     return None
 
 
+def survey_datasets(root=None) -> tuple[list[str], dict[str, str]]:
+    """What lies under ``root`` (default :func:`data_root`): the names of the sets that open
+    and whose first test pair loads (sorted, ``"demo"`` included), and, for folders laid
+    out as a set that do not, the reason, by name."""
+    root = Path(root) if root is not None else data_root()
+    names, problems = {"demo"}, {}
+    try:
+        folders = sorted(root.iterdir()) if root.is_dir() else []
+    except OSError:  # an unreadable root holds nothing usable
+        folders = []
+    aliases = {f: name for name, known in KNOWN_FOLDERS.items() for f in known}
+    for folder in folders:
+        name = aliases.get(folder.name, folder.name)
+        if folder.is_dir() and name not in names and _resolve(root, name):
+            try:
+                _open_folder(_resolve(root, name), "test", 128, name)[0]
+            except (OSError, ValueError) as err:  # ImageError is a ValueError
+                problems.setdefault(name, str(err))
+                continue
+            names.add(name)
+            problems.pop(name, None)
+    return sorted(names), problems
+
+
 def available_datasets(root=None) -> list[str]:
     """Names :func:`open_dataset` accepts for the sets present under ``root`` (default
     :func:`data_root`), sorted, always including ``"demo"``.
@@ -476,22 +516,11 @@ def available_datasets(root=None) -> list[str]:
     ``flowers102`` needs ``<root>/flowers102/setid.mat``; ``cub`` needs
     ``<root>/CUB_200_2011/images.txt`` (or ``<root>/cub/``); every other folder with
     ``images/`` and ``masks/`` inside is listed by its folder name (``lsun_car`` included).
-    A set is listed only if it opens (a half-unpacked download is left out), so every
-    listed name can be passed to :func:`open_dataset`.
+    A set is listed only if it opens and its first test pair loads (a half-unpacked
+    download is left out), so every listed name can be passed to :func:`open_dataset`;
+    :func:`survey_datasets` also says why the others do not.
     """
-    root = Path(root) if root is not None else data_root()
-    names = {"demo"}
-    if root.is_dir():
-        aliases = {f: name for name, folders in KNOWN_FOLDERS.items() for f in folders}
-        for folder in root.iterdir():
-            name = aliases.get(folder.name, folder.name)
-            if folder.is_dir() and name not in names and _resolve(root, name):
-                try:
-                    _open_folder(_resolve(root, name), "test", 128, name)
-                except ImageError:
-                    continue
-                names.add(name)
-    return sorted(names)
+    return survey_datasets(root)[0]
 
 
 def open_dataset(name_or_path, split: str = "test", size: int | None = 128) -> PairDataset:

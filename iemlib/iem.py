@@ -325,7 +325,10 @@ class _Loop:
         return None if bool(keep.all()) else keep
 
 
-def _run_fast(x, m0, cfg: IEMConfig, iters: int):
+def _run_fast(x, m0, cfg: IEMConfig, iters: int, on_final: Callable | None = None):
+    """The fast loop on one batch. ``on_final(rows, masks, l_inp, objective)`` is called
+    for batch rows whose final values are known, as soon as they are: when they settle,
+    and for the others at the end."""
     b, _, h, w = x.shape
     blur = SeparableBlur(h, w, cfg.sigma, cfg.taps, cfg.reps, cfg.scale_factor, x.dtype, x.device)
     k1 = blur(torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device))
@@ -335,6 +338,18 @@ def _run_fast(x, m0, cfg: IEMConfig, iters: int):
               denominator_mask=cfg.denominator_mask, guard=GUARD)
     loop = _Loop(cfg, iters, m0)
     m = m0.clone()                      # final masks of every image, filled as they settle
+    final_l = torch.empty(b, dtype=x.dtype, device=x.device)
+    final_o = torch.empty(b, dtype=x.dtype, device=x.device)
+
+    def finish(rows: torch.Tensor):
+        """Final values of batch rows (CPU indices) whose final mask is in m."""
+        d = rows.to(x.device)
+        l, o, _ = iem_value_and_grad(x[d], m[d].to(x.dtype), blur, k1=k1, need_grad=False,
+                                     **{k: v[d] for k, v in const.items()}, **kw)
+        final_l[d], final_o[d] = l, o
+        if on_final is not None:
+            on_final(rows, m[d], l, o)
+
     active = torch.arange(b)            # images still iterating (CPU indices)
     xa, ca, cur, prev = x, const, m0.clone(), None
     for t in range(iters):
@@ -345,6 +360,9 @@ def _run_fast(x, m0, cfg: IEMConfig, iters: int):
             loop.masks[active, t + 1] = new.cpu()
         keep = loop.advance(t, active, m, prev, cur, new, cfg.early_exit)
         if keep is not None:
+            # the settled images' final values are known now: compute them at once, so that
+            # a caller can keep the result without waiting for the rest of the batch
+            finish(active[(~keep).cpu()])
             kc = keep.cpu()
             active, xa = active[kc], xa[keep]
             ca = {k: v[keep] for k, v in ca.items()}
@@ -352,13 +370,15 @@ def _run_fast(x, m0, cfg: IEMConfig, iters: int):
             if active.numel() == 0:
                 break
         prev, cur = cur, new
-    l_inp, objective, _ = iem_value_and_grad(x, m.to(x.dtype), blur, k1=k1, need_grad=False,
-                                             **const, **kw)
-    # images that left the batch had their last values filled in when they settled
+    # images that left the batch had their final values computed when they settled
     live = loop.period == 0 if cfg.early_exit else torch.ones(b, dtype=torch.bool)
-    loop.record(iters, torch.arange(b)[live], l_inp[live.to(l_inp.device)],
-                objective[live.to(l_inp.device)])
-    return m, l_inp, objective, loop
+    if bool(live.all()):
+        finish(torch.arange(b))
+    elif bool(live.any()):
+        finish(torch.arange(b)[live])
+    loop.record(iters, torch.arange(b)[live], final_l[live.to(x.device)],
+                final_o[live.to(x.device)])
+    return m, final_l, final_o, loop
 
 
 def _run_reference(x, m0, cfg: IEMConfig, iters: int, inpainter: Callable):
@@ -420,7 +440,8 @@ def _run_reference(x, m0, cfg: IEMConfig, iters: int, inpainter: Callable):
 
 
 def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = None,
-            progress: bool = False, init_masks=None) -> IEMResult:
+            progress: bool = False, on_mask: Callable | None = None,
+            init_masks=None) -> IEMResult:
     """Segment images by Inpainting Error Maximization.
 
     x: (N, 3, H, W) float in [-1, 1] (tensor or array; one (3, H, W) image is accepted),
@@ -431,6 +452,12 @@ def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = Non
     init_masks: optional (N, 1, H, W) masks to start from instead of the config's squares
     (one run per image; the refinement phase starts IEM from a network's masks). The
     result's ``init_sizes`` is then ``(0,)``.
+    on_mask: called as ``on_mask(i, mask)`` with image i's selected mask (1, H, W) bool on
+    the CPU as soon as it is final, so that a caller can save it before the rest of the
+    batch is done: on the fast path when every square of image i has settled (with
+    ``select="image"``), otherwise when its batch ends; with ``select="dataset"`` the
+    choice needs every image, so the calls come at the end. The result does not depend
+    on it.
     Returns an :class:`IEMResult` on the CPU."""
     cfg = config or IEMConfig()
     if inpainter is not None and cfg.impl == "fast":
@@ -463,6 +490,22 @@ def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = Non
     hist_obj = torch.zeros(n, k, iters + 1, dtype=torch.float64) if cfg.history else None
     hist_masks = torch.zeros(n, k, iters + 1, 1, h, w, dtype=torch.bool) if cfg.keep_masks else None
 
+    # squares still running per image, to know when an image's own choice is final
+    remaining = torch.full((n,), k, dtype=torch.long)
+    per_image = on_mask is not None and cfg.select == "image"
+
+    def jobs_final(ii: torch.Tensor, jj: torch.Tensor, m, l_inp, objective):
+        all_masks[ii, jj] = m.cpu()
+        all_err[ii, jj] = l_inp.detach().double().cpu()
+        all_obj[ii, jj] = objective.detach().double().cpu()
+        if not per_image:
+            return
+        remaining.index_add_(0, ii, torch.full_like(ii, -1))
+        for i in ii.unique().tolist():
+            if remaining[i] == 0:
+                remaining[i] = -1  # reported once
+                on_mask(i, all_masks[i, int(select_init(all_err[i:i + 1], "image")[0])])
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -474,10 +517,16 @@ def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = Non
         xb = x[ii].to(device=device, dtype=dtype)
         m0 = (init_masks[ii] if squares is None else torch.cat([squares[j] for _, j in chunk])).to(device)
         if cfg.impl == "fast":
+            def settled(rows, m, l_inp, objective, ii=ii, jj=jj):
+                jobs_final(ii[rows], jj[rows], m, l_inp, objective)
+
             with torch.no_grad():
-                m, l_inp, objective, loop = _run_fast(xb, m0, cfg, iters)
+                m, l_inp, objective, loop = _run_fast(xb, m0, cfg, iters,
+                                                      settled if per_image else None)
         else:
             m, l_inp, objective, loop = _run_reference(xb, m0, cfg, iters, inpainter)
+            if per_image:
+                jobs_final(ii, jj, m, l_inp, objective)
         all_masks[ii, jj] = m.cpu()
         all_err[ii, jj] = l_inp.detach().double().cpu()
         all_obj[ii, jj] = objective.detach().double().cpu()
@@ -495,6 +544,9 @@ def segment(x, config: IEMConfig | None = None, inpainter: Callable | None = Non
 
     idx = select_init(all_err, cfg.select)
     rows = torch.arange(n)
+    if on_mask is not None and not per_image:
+        for i in range(n):
+            on_mask(i, all_masks[i, int(idx[i])])
     history = {}
     if cfg.history:
         history = {"inpainting_error": hist_err, "objective": hist_obj}

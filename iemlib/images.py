@@ -13,41 +13,111 @@ Pre-processing follows the authors' code exactly (torchvision ``Resize(128, NEAR
 
 The two rounding rules were read off the authors' recorded inputs
 (``authors_iem_vectors.npz``), which this module reproduces bit for bit.
+
+Images and masks are read as they are shown: a camera's EXIF orientation tag is applied
+(``ImageOps.exif_transpose``), so that the mask of a phone photograph matches what a
+viewer displays. The authors' code ignores the tag; none of the shared images carries
+one, and the loaders of the paper's datasets (:mod:`iemlib.data`) pass ``orient=False``
+to keep the stored pixels their ground truth was drawn on.
 """
 from __future__ import annotations
 
 import os
+import re
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Ground-truth value for pixels that are excluded from every metric.
 UNKNOWN = 255
 #: Images whose shorter side is below this many pixels are refused.
 MIN_SIDE = 16
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+#: EXIF tag of the orientation in which a camera's stored pixels are to be shown.
+ORIENTATION = 0x0112
+#: Orientations (EXIF values) that show the stored image turned by 90 degrees.
+_QUARTER_TURNS = (5, 6, 7, 8)
 
 
 class ImageError(ValueError):
     """A file that cannot be used as an image or mask; the message names it."""
 
 
-def _open(path: str | os.PathLike) -> Image.Image:
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+class LargeImageWarning(UserWarning):
+    """An image large enough that Pillow warns about it (but legal): one line naming it."""
+
+
+def _megapixels(n: float) -> str:
+    return f"{n / 1e6:.0f} megapixels" if n >= 1e7 else f"{n / 1e6:.2g} megapixels"
+
+
+def _open_lazy(path: Path) -> Image.Image:
+    """``Image.open`` with Pillow's decompression-bomb checks turned into our own messages:
+    an image over twice ``Image.MAX_IMAGE_PIXELS`` is an :class:`ImageError` (decoding it
+    would take gigabytes, and a tiny file can claim that size); one over the limit itself
+    gives a :class:`LargeImageWarning` instead of Pillow's multi-line warning."""
     try:
-        img = Image.open(path)
-        img.load()  # decode now: truncated files fail here, not later inside numpy
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError as err:
+        counts = [int(n) for n in re.findall(r"\d+", str(err))]
+        size = _megapixels(counts[0]) if counts else "too many pixels"
+        limit = _megapixels(2 * Image.MAX_IMAGE_PIXELS) if Image.MAX_IMAGE_PIXELS else "the limit"
+        raise ImageError(f"{path}: image of {size}, over the {limit} that are decoded (Pillow's "
+                         "decompression-bomb limit); reduce it first") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not a readable image") from None
     except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{path}: unreadable image ({err})") from None
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            width, height = img.size
+            warnings.warn(LargeImageWarning(
+                f"{path}: large image, {width}x{height} ({_megapixels(width * height)}); "
+                f"decoding it takes about {width * height * len(img.getbands()) / 1e9:.1f} GB"),
+                stacklevel=3)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return img
+
+
+def _orientation(img: Image.Image, path) -> int:
+    try:
+        return int(img.getexif().get(ORIENTATION, 1))
+    except Exception as err:  # a malformed EXIF block raises several unrelated types
+        raise ImageError(f"{path}: cannot read its EXIF orientation ({err})") from None
+
+
+def _open(path: str | os.PathLike, orient: bool = True) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    img = _open_lazy(path)
+    try:
+        img.load()  # decode now: truncated files fail here, not later inside numpy
+    except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{path}: unreadable or truncated image ({err})") from None
+    if orient and _orientation(img, path) in range(2, 9):
+        img = ImageOps.exif_transpose(img)
     w, h = img.size
     if min(w, h) < MIN_SIDE:
         raise ImageError(f"{path}: image is {w}x{h}, smaller than {MIN_SIDE} pixels on a side")
     return img
+
+
+def displayed_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image as shown, its EXIF orientation applied, without
+    decoding the pixels where the format allows it. Raises :class:`ImageError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    with _open_lazy(path) as img:
+        w, h = img.size
+        return (h, w) if _orientation(img, path) in _QUARTER_TURNS else (w, h)
 
 
 def _check_8bit(img: Image.Image, path) -> None:
@@ -57,11 +127,13 @@ def _check_8bit(img: Image.Image, path) -> None:
                          "supported, convert it to 8-bit first")
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image as 8-bit RGB. Grayscale, palette and RGBA are converted
-    (RGBA is composited on black, which is what dropping a zero alpha shows);
-    16-bit, float, unreadable, truncated or tiny images raise :class:`ImageError`."""
-    img = _open(path)
+def read_image(path: str | os.PathLike, orient: bool = True) -> Image.Image:
+    """Open an image as 8-bit RGB, as it is shown: its EXIF orientation applied
+    (``orient=False`` keeps the stored pixels). Grayscale, palette and RGBA are converted
+    (RGBA is composited on black, which is what dropping a zero alpha shows); a GIF gives
+    its first frame; 16-bit, float, unreadable, truncated or tiny images raise
+    :class:`ImageError`."""
+    img = _open(path, orient)
     _check_8bit(img, path)
     if img.mode == "RGB":
         return img
@@ -75,17 +147,46 @@ def read_image(path: str | os.PathLike) -> Image.Image:
         raise ImageError(f"{path}: cannot convert {img.mode} image to RGB ({err})") from None
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
+#: Channels of a colour mask pixel further apart than this make it a colour, not a grey.
+SATURATED = 64
+
+
+def _mask_values(img: Image.Image) -> np.ndarray:
+    """One uint8 value per pixel (H, W): the grey level, or for colour masks the brightest
+    channel, with saturated colours (whatever their brightness) lifted to 255."""
+    if img.mode in ("1", "L", "LA"):
+        return np.asarray(img.convert("L"))
+    rgb = np.asarray(img.convert("RGB"))
+    top = rgb.max(axis=2)
+    saturated = (top.astype(np.int16) - rgb.min(axis=2) > SATURATED) & (top > 64)
+    return np.where(saturated, np.uint8(255), top)
+
+
+def read_mask(path: str | os.PathLike, orient: bool = True) -> np.ndarray:
     """Read a ground-truth mask as uint8 (H, W): 0 background, 1 foreground, UNKNOWN.
 
-    The file stores 0 = background, 255 = foreground, 128 = unknown (any value in
-    (64, 192) counts as unknown, to survive lossy re-encoding); colour masks are
-    reduced to their first channel."""
-    img = _open(path)
+    The rule (data/README.md gives the reasons):
+
+    * a mask whose values are all 0 or 1 is a 0/1 mask: 1 is foreground;
+    * otherwise 0 = background, 255 = foreground, 128 = unknown, read with margins to
+      survive lossy re-encoding: >= 192 foreground, 65..191 unknown, <= 64 background;
+    * a colour mask (RGB, RGBA, palette) counts by its brightest channel, so a grey mask
+      saved in colour reads the same, and a saturated colour (channels more than
+      :data:`SATURATED` apart, e.g. pure green, or a dark red) is foreground;
+    * a mask holding only 0, 1 and 255 (both 1 and 255) is ambiguous (a 0/1 mask with
+      255 for "ignore", or a 0/255 mask with stray ones) and raises :class:`ImageError`.
+
+    The EXIF orientation is applied, as for images (``orient=False`` keeps it stored)."""
+    img = _open(path, orient)
     _check_8bit(img, path)
-    # colour masks: the first channel (ReDO's convention), not a brightness mix in which a
-    # pure red foreground would land in the unknown band
-    arr = np.asarray(img.convert("RGB"))[..., 0] if img.mode in ("RGB", "RGBA", "P") else np.asarray(img.convert("L"))
+    arr = _mask_values(img)
+    present = np.unique(arr)
+    if present.max(initial=0) <= 1:
+        return arr.copy()
+    if set(present.tolist()) <= {0, 1, 255} and 1 in present:
+        raise ImageError(f"{path}: mask holds only the values 0, 1 and 255, which is ambiguous "
+                         "(0/1 with 255 for 'ignore', or 0/255?); save it as 0 background, "
+                         "255 foreground, 128 unknown")
     out = np.zeros(arr.shape, np.uint8)
     out[arr >= 192] = 1
     out[(arr > 64) & (arr < 192)] = UNKNOWN
@@ -141,30 +242,82 @@ def mask_to_array(mask: np.ndarray, size: int | None = 128, crop: bool = True) -
     return np.ascontiguousarray(mask)
 
 
-def load_pair(image_path, mask_path=None, size: int | None = 128, crop: bool = True):
-    """Read and pre-process one image and, optionally, its mask.
+def load_pair(image_path, mask_path=None, size: int | None = 128, crop: bool = True,
+              orient: bool = True):
+    """Read and pre-process one image and, optionally, its mask, both as shown (EXIF
+    orientation applied; ``orient=False`` keeps the stored pixels of both).
 
     Returns ``(x, y)``: x float32 (3, S, S) in [-1, 1]; y uint8 (S, S) with 0 / 1 /
     UNKNOWN, or None. Raises :class:`ImageError` on a size mismatch."""
-    img = read_image(image_path)
+    img = read_image(image_path, orient)
     x = image_to_array(img, size, crop)
     if mask_path is None:
         return x, None
-    m = read_mask(mask_path)
+    m = read_mask(mask_path, orient)
     if m.shape != (img.size[1], img.size[0]):
+        hint = ""
+        if orient and m.shape == (img.size[0], img.size[1]):
+            # the mask was drawn on the stored pixels of an image that is shown turned
+            hint = (" as shown (its EXIF orientation turns it); the mask has the stored "
+                    "orientation: turn the mask, or remove the image's orientation tag")
         raise ImageError(
             f"{mask_path}: mask is {m.shape[1]}x{m.shape[0]} but image {Path(image_path).name} "
-            f"is {img.size[0]}x{img.size[1]}")
+            f"is {img.size[0]}x{img.size[1]}{hint}")
     return x, mask_to_array(m, size, crop)
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside ``folder``, in file-name order."""
+@dataclass
+class FolderScan:
+    """What a folder holds: ``images`` to read (file-name order), ``bad`` entries named
+    like images that cannot be read as files (dangling links, folders, devices), and
+    ``ignored`` entries that are not images (other suffixes, subfolders); both lists of
+    (path, reason). Hidden entries (names starting with a dot) are left out entirely."""
+
+    folder: Path
+    images: list[Path] = field(default_factory=list)
+    bad: list[tuple[Path, str]] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def scan_images(folder: str | os.PathLike) -> FolderScan:
+    """Sort every entry directly inside ``folder`` into images, bad entries and ignored
+    ones (see :class:`FolderScan`); subfolders are not searched."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError(f"{folder}: no such folder")
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-    if not files:
-        raise ImageError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return files
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        raise ImageError(f"{folder}: cannot list the folder ({err.strerror or err})") from None
+    scan = FolderScan(folder)
+    for p in entries:
+        if p.name.startswith("."):
+            continue
+        named_image = p.suffix.lower() in IMAGE_SUFFIXES
+        if p.is_symlink() and not p.exists():
+            reason = "a dangling symbolic link (its target does not exist)"
+        elif p.is_dir():
+            reason = ("a folder, not an image file" if named_image else
+                      "a subfolder, not searched (only the folder's own files are read)")
+        elif not p.is_file():
+            reason = "not a regular file"
+        elif named_image:
+            scan.images.append(p)
+            continue
+        else:
+            reason = f"not an image file name ({', '.join(IMAGE_SUFFIXES)})"
+        (scan.bad if named_image else scan.ignored).append((p, reason))
+    return scan
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside ``folder``, in file-name order. An entry named like an
+    image that is not a readable file (a dangling link, a folder) raises
+    :class:`ImageError` rather than silently shrinking the set."""
+    scan = scan_images(folder)
+    if scan.bad:
+        path, reason = scan.bad[0]
+        raise ImageError(f"{path}: {reason}")
+    if not scan.images:
+        raise ImageError(f"{scan.folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return scan.images

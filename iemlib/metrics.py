@@ -16,6 +16,10 @@ Two readings of "the better of" exist, and they differ only for accuracy:
   other orientation than IoU; it reads higher (73.6 / 79.1 on the same masks).
 
 IoU and DICE are the same under both.
+
+An image whose ground truth has no labelled pixel (all unknown) has nothing to score: its
+per-image values are NaN, it is left out of the means and counted apart
+(``summary()["unlabelled"]``); scoring it as a perfect 100 would raise every mean.
 """
 from __future__ import annotations
 
@@ -34,27 +38,37 @@ class Scores:
     acc, iou, dice: the ReDO convention (best of mask and flipped mask).
     iou_direct: IoU of the mask as predicted, no flip.
     miou: mean of the (flip-convention) IoU against the ground truth and against the
-    inverted ground truth."""
+    inverted ground truth.
+    labelled: (N,) bool, False where the ground truth has no labelled pixel; those
+    images hold NaN in every array above. None means all are labelled."""
 
     acc: np.ndarray
     iou: np.ndarray
     dice: np.ndarray
     iou_direct: np.ndarray
     miou: np.ndarray
+    labelled: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.acc)
 
+    def _scored(self) -> np.ndarray:
+        return np.ones(len(self), bool) if self.labelled is None else np.asarray(self.labelled, bool)
+
     def summary(self) -> dict:
-        """Means over images, in percent, plus the image count ``n``."""
-        out = {"n": len(self)}
+        """Means over the scored images, in percent; ``n``: how many were scored;
+        ``unlabelled``: how many were left out for having no labelled pixel."""
+        scored = self._scored()
+        out = {"n": int(scored.sum()), "unlabelled": int((~scored).sum())}
         for k in ("acc", "iou", "dice", "iou_direct", "miou"):
-            out[k] = float(100 * np.mean(getattr(self, k))) if len(self) else float("nan")
+            values = np.asarray(getattr(self, k))[scored]
+            out[k] = float(100 * np.mean(values)) if len(values) else float("nan")
         return out
 
     def __str__(self) -> str:
         s = self.summary()
-        return (f"n={s['n']}  accuracy {s['acc']:.1f}  IoU {s['iou']:.1f}  DICE {s['dice']:.1f}"
+        apart = f" ({s['unlabelled']} without labelled pixels left out)" if s["unlabelled"] else ""
+        return (f"n={s['n']}{apart}  accuracy {s['acc']:.1f}  IoU {s['iou']:.1f}  DICE {s['dice']:.1f}"
                 f"  (IoU without flip {s['iou_direct']:.1f}, mIoU {s['miou']:.1f})")
 
 
@@ -119,5 +133,12 @@ def evaluate(masks, gt, flip: str = "joint") -> Scores:
         acc = torch.maximum(acc_p, acc_q)
     g_inv = ~g & valid
     iou_inv = torch.maximum(_iou(p, g_inv, valid), _iou(q, g_inv, valid))
-    return Scores(acc=acc.numpy(), iou=iou.numpy(), dice=dice.numpy(),
-                  iou_direct=iou_direct.numpy(), miou=((iou + iou_inv) / 2).numpy())
+    labelled = n_valid > 0
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+
+    def scored(v):
+        return torch.where(labelled, v, nan).numpy()
+
+    return Scores(acc=scored(acc), iou=scored(iou), dice=scored(dice),
+                  iou_direct=scored(iou_direct), miou=scored((iou + iou_inv) / 2),
+                  labelled=labelled.numpy())

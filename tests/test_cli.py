@@ -32,7 +32,8 @@ HORSES = SHARED_DATA / "weizmann_horse"
 #: Few iterations on the CPU keep every run short (and deterministic).
 FAST = ["--iters", "5", "--device", "cpu", "--quiet"]
 
-SUMMARY = re.compile(r"^segmented (\d+), skipped (\d+) already done, failed (\d+); masks in ")
+SUMMARY = re.compile(r"^segmented (\d+), skipped (\d+) already done, failed (\d+), "
+                     r"ignored (\d+) \(not images\); (?:masks in |no masks written)")
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -84,12 +85,14 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return status, out, err
 
 
-def summary(err: str) -> tuple[int, int, int]:
-    """(segmented, skipped, failed) from the last line ``iem segment`` prints on stderr."""
+def summary(err: str, ignored: int = 0) -> tuple[int, int, int]:
+    """(segmented, skipped, failed) from the last line ``iem segment`` prints on stderr,
+    which must also count ``ignored`` entries that are not images."""
     last = err.strip().splitlines()[-1]
     m = SUMMARY.match(last)
     assert m, f"no summary line in stderr: {err!r}"
-    return tuple(int(g) for g in m.groups())
+    assert int(m.group(4)) == ignored, last
+    return tuple(int(g) for g in m.groups()[:3])
 
 
 def error_lines(err: str) -> list[str]:
@@ -177,7 +180,7 @@ def test_segment_one_binary_mask_per_image_at_the_image_size(tmp_path, capsys, h
     expected = {"horse": (347, 256), "portrait_small": (90, 140), "wide": (300, 200),
                 "wide_large": (600, 400), "square": (240, 240)}
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{stem}.png" for stem in expected] + ["notes.txt"])
+        [f"{stem}.png" for stem in expected] + ["iem.json", "notes.txt"])
     masks = {stem: assert_binary_mask(out / f"{stem}.png", size) for stem, size in expected.items()}
     for stem, arr in masks.items():  # IEM moved the square, but kept some of each label
         assert 0 < arr.mean() < 255, stem
@@ -211,7 +214,7 @@ def test_segment_set_folder_uses_its_images_subfolder(tmp_path, capsys, horses):
 
     assert status == 0, err
     assert summary(err) == (2, 0, 0)
-    assert sorted(p.name for p in out.iterdir()) == ["p.png", "q.png"]  # masks/ not segmented
+    assert sorted(p.name for p in out.iterdir()) == ["iem.json", "p.png", "q.png"]  # not masks/
     for name, i in (("p", 2), ("q", 3)):
         with Image.open(horse_image(horses, i)) as img:
             assert_binary_mask(out / f"{name}.png", img.size)
@@ -263,7 +266,8 @@ def test_segment_resumes_and_overwrite_redoes(tmp_path, capsys):
     assert unrelated.read_bytes() == unrelated_bytes
     assert unrelated.stat().st_mtime_ns == old * 10**9
     assert part_files(out) == []
-    assert sorted(p.name for p in out.iterdir()) == ["one.png", "two.png", "unrelated.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["iem.json", "one.png", "two.png",
+                                                     "unrelated.png"]
 
 
 def test_segment_interrupted_keeps_finished_masks_and_resumes(tmp_path, capsys, monkeypatch):
@@ -288,7 +292,7 @@ def test_segment_interrupted_keeps_finished_masks_and_resumes(tmp_path, capsys, 
     status, _, err = run(capsys, "segment", src, out, *FAST)
     assert status == 130
     assert "interrupted" in err and "Traceback" not in err
-    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "iem.json"]
     assert_binary_mask(out / "a.png", (150, 130))
 
     monkeypatch.setattr(iemlib.iem, "segment", real_segment)
@@ -313,7 +317,7 @@ def test_segment_interrupted_while_writing_leaves_no_partial_file(tmp_path, caps
 
     assert status == 130
     assert "interrupted" in err
-    assert list(out.iterdir()) == []  # neither a.png nor a temporary file
+    assert [p.name for p in out.iterdir()] == ["iem.json"]  # no a.png, no temporary file
 
 
 @pytest.mark.parametrize("kind", ["text_as_jpg", "truncated_jpeg", "png_16bit", "tiny"])
@@ -346,7 +350,7 @@ def test_segment_bad_image_is_reported_and_the_good_ones_are_done(tmp_path, caps
     assert len(errors) == 1, err
     assert bad.name in errors[0]
     assert summary(err) == (2, 0, 1)
-    assert sorted(p.name for p in out.iterdir()) == ["good_a.png", "good_z.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["good_a.png", "good_z.png", "iem.json"]
     for name in ("good_a.png", "good_z.png"):
         assert_binary_mask(out / name, (140, 130))
 
@@ -517,7 +521,8 @@ def test_evaluate_json_is_one_object_with_percentages(capsys, horse_set):
     assert err == ""  # --json silences the progress bars
     result = json.loads(stdout)
     assert isinstance(result, dict)
-    assert set(result) == {"n", "acc", "iou", "dice", "seconds"}
+    assert set(result) == {"n", "unlabelled", "acc", "iou", "dice", "seconds"}
+    assert result["unlabelled"] == 0
     assert len(stdout.strip().splitlines()) == 1
     assert result["n"] == 5
     for key in ("acc", "iou", "dice"):

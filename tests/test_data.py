@@ -303,7 +303,8 @@ def test_available_and_open_by_name(tmp_path, monkeypatch):
     _write_simple_set(tmp_path / "my_set", n=2)
     (tmp_path / "not_a_set").mkdir()
     (tmp_path / "stray.txt").write_text("x")
-    _flowers_tree(tmp_path)  # tmp_path/flowers102 with setid.mat
+    flowers = _flowers_tree(tmp_path)  # tmp_path/flowers102 with setid.mat
+    _write_flower(flowers, Flowers102(flowers).ids[0])  # listed only if its first pair loads
     cub_root, _ = _cub_tree(tmp_path)  # tmp_path/CUB_200_2011
     assert available_datasets() == ["cub", "demo", "flowers102", "lsun_car", "my_set"]
     assert available_datasets(tmp_path / "lsun_car") == ["demo"]
@@ -329,10 +330,67 @@ def test_available_and_open_by_name(tmp_path, monkeypatch):
 
 def test_cub_lowercase_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("IEM_DATA_DIR", str(tmp_path))
-    root, _ = _cub_tree(tmp_path, n_files=0)
+    root, _ = _cub_tree(tmp_path, n_files=1)
     root.rename(tmp_path / "cub")
     assert available_datasets() == ["cub", "demo"]
     assert len(open_dataset("cub")) == 1000
+
+
+def test_sets_whose_first_pair_does_not_load_are_not_listed(tmp_path, monkeypatch):
+    """A half-unpacked download (split file and folders, no images yet) is not present:
+    listing it would send users to a set that ``iem data verify`` rejects."""
+    monkeypatch.setenv("IEM_DATA_DIR", str(tmp_path))
+    flowers = _flowers_tree(tmp_path)
+    _write_simple_set(tmp_path / "mine", n=1)
+    assert available_datasets() == ["demo", "mine"]
+    _write_flower(flowers, Flowers102(flowers).ids[0])
+    assert available_datasets() == ["demo", "flowers102", "mine"]
+
+
+def test_non_utf8_image_list_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("IEM_DATA_DIR", str(tmp_path))
+    root, _ = _cub_tree(tmp_path, n_files=1)
+    (root / "images.txt").write_bytes("1 001.Bird/Ois\xe9au_1.jpg\n".encode("latin-1"))
+    with pytest.raises(ImageError, match="images.txt"):
+        CUB200(root)
+    _write_simple_set(tmp_path / "mine", n=1)
+    assert available_datasets() == ["demo", "mine"]  # no crash, the broken set left out
+    with pytest.raises(ImageError, match="mine"):     # lists what is available
+        open_dataset("imagenet")
+
+
+def test_empty_split_is_a_clear_error(tmp_path):
+    root, _ = _cub_tree(tmp_path, n_files=0)
+    lines = (root / "images.txt").read_text().splitlines()
+    codes = dict(line.split() for line in (root / "train_val_test_split.txt").read_text().splitlines()
+                 if line.strip())
+    (root / "images.txt").write_text("".join(line + "\n" for line in lines
+                                             if codes[line.split()[0]] != "2"))
+    with pytest.raises(ImageError, match="test split"):
+        CUB200(root, "test")
+    assert len(CUB200(root, "val")) == 788
+
+
+def test_paper_sets_keep_the_stored_orientation(tmp_path):
+    """The official ground truth was drawn on the stored pixels, which is what the
+    authors' code reads: an orientation tag on a photograph must not turn it."""
+    root = _flowers_tree(tmp_path)
+    ds = Flowers102(root, "test", size=None)
+    _write_flower(root, ds.ids[0])
+    photo = root / "jpg" / f"image_{ds.ids[0]:05d}.jpg"
+    img = Image.open(photo)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(photo, exif=exif.tobytes(), quality=95)
+    x, y = ds[0]
+    assert x.shape[1:] == y.shape == (64, 128)
+
+
+def test_folder_set_with_a_dangling_image_link_is_refused(tmp_path):
+    folder = _write_simple_set(tmp_path / "s", n=2)
+    (folder / "images" / "zzz.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(ImageError, match="zzz.png"):
+        FolderSet(folder)
 
 
 def test_open_by_path(tmp_path, monkeypatch):

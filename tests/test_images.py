@@ -203,3 +203,143 @@ def test_shared_masks_have_three_labels():
 
 def test_module_constants():
     assert images.UNKNOWN == 255 and images.MIN_SIDE >= 1
+
+
+# ---------------------------------------------------------------- mask conventions
+
+def test_zero_one_mask_is_foreground_where_one(tmp_path):
+    arr = np.zeros((32, 48), np.uint8)
+    arr[8:24, 12:36] = 1
+    m = read_mask(_save(tmp_path / "01.png", arr))
+    assert np.array_equal(m, arr)  # 1 stays foreground, nothing becomes unknown
+    as_255 = read_mask(_save(tmp_path / "0255.png", arr * 255))
+    assert np.array_equal(m, as_255)
+
+
+def test_zero_one_mask_without_foreground_is_background(tmp_path):
+    m = read_mask(_save(tmp_path / "empty.png", np.zeros((20, 20), np.uint8)))
+    assert (m == 0).all()
+
+
+@pytest.mark.parametrize("colour", [(0, 255, 0), (0, 0, 255), (255, 0, 0), (0, 200, 255)])
+def test_colour_mask_is_read_by_its_brightest_channel(tmp_path, colour):
+    arr = np.zeros((24, 30, 3), np.uint8)
+    arr[6:18, 5:25] = colour
+    m = read_mask(_save(tmp_path / "c.png", arr))
+    expected = np.zeros((24, 30), np.uint8)
+    expected[6:18, 5:25] = 1
+    assert np.array_equal(m, expected)
+
+
+def test_palette_mask_with_green_foreground(tmp_path):
+    arr = np.zeros((24, 30, 3), np.uint8)
+    arr[6:18, 5:25] = (0, 255, 0)
+    path = tmp_path / "p.png"
+    Image.fromarray(arr).convert("P", palette=Image.ADAPTIVE, colors=2).save(path)
+    assert Image.open(path).mode == "P"
+    assert read_mask(path)[12, 15] == 1 and read_mask(path)[0, 0] == 0
+
+
+def test_grey_mask_stored_as_rgb_keeps_the_unknown_band(tmp_path):
+    grey = np.zeros((20, 30), np.uint8)
+    grey[:, 10:20] = 128
+    grey[:, 20:] = 255
+    m = read_mask(_save(tmp_path / "g.png", np.repeat(grey[..., None], 3, 2)))
+    assert np.array_equal(m, read_mask(_save(tmp_path / "l.png", grey)))
+    assert (m[:, 10:20] == UNKNOWN).all()
+
+
+def test_mask_mixing_one_and_255_is_refused(tmp_path):
+    arr = np.zeros((20, 20), np.uint8)
+    arr[5:10] = 1
+    arr[10:15] = 255
+    with pytest.raises(ImageError, match="amb.png"):
+        read_mask(_save(tmp_path / "amb.png", arr))
+
+
+# ---------------------------------------------------------------- EXIF orientation
+
+def _with_orientation(path, arr, orientation):
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    img.save(path, exif=exif.tobytes())
+    return path
+
+
+def test_image_is_read_in_its_displayed_orientation(tmp_path):
+    arr = _rgb(30, 50)  # stored 50 wide, 30 high
+    path = _with_orientation(tmp_path / "phone.jpg", arr, 6)  # shown rotated 90 degrees
+    img = read_image(path)
+    assert img.size == (30, 50)
+    assert images.displayed_size(path) == (30, 50)
+    # orientation 6: the stored image is shown turned clockwise
+    expected = np.asarray(Image.open(path).convert("RGB").transpose(Image.ROTATE_270))
+    assert np.array_equal(np.asarray(img), expected)
+    assert read_image(path, orient=False).size == (50, 30)
+
+
+def test_mask_follows_its_own_orientation_tag(tmp_path):
+    arr = np.zeros((30, 50), np.uint8)
+    arr[:, :10] = 255
+    path = tmp_path / "m.png"
+    _with_orientation(path, arr, 3)  # 180 degrees
+    m = read_mask(path)
+    assert m.shape == (30, 50) and (m[:, -10:] == 1).all() and (m[:, :-10] == 0).all()
+
+
+def test_pair_with_mask_in_the_stored_orientation_is_refused_clearly(tmp_path):
+    img = _with_orientation(tmp_path / "phone.jpg", _rgb(30, 50), 6)
+    mask = _save(tmp_path / "phone.png", np.zeros((30, 50), np.uint8))
+    with pytest.raises(ImageError, match="orientation"):
+        load_pair(img, mask)
+    ok = _save(tmp_path / "shown.png", np.zeros((50, 30), np.uint8))
+    x, y = load_pair(img, ok, size=None)
+    assert x.shape == (3, 50, 30) and y.shape == (50, 30)
+
+
+# ---------------------------------------------------------------- very large images
+
+def test_image_over_the_decompression_bomb_limit_is_one_image_error(tmp_path, monkeypatch):
+    path = _save(tmp_path / "huge.png", _rgb(40, 60))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 2400 pixels > 2 x the limit
+    with pytest.raises(ImageError, match="huge.png") as err:
+        read_image(path)
+    assert "megapixel" in str(err.value)
+    with pytest.raises(ImageError, match="huge.png"):
+        images.displayed_size(path)
+
+
+def test_large_legal_image_warns_in_one_line_of_ours(tmp_path, monkeypatch):
+    import warnings
+    path = _save(tmp_path / "big.png", _rgb(40, 60))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 2400 pixels: over, not 2x over
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert read_image(path).size == (60, 40)
+    assert [type(w.message) for w in caught] == [images.LargeImageWarning]
+    assert "big.png" in str(caught[0].message) and "\n" not in str(caught[0].message)
+
+
+# ---------------------------------------------------------------- folder scans
+
+def test_scan_reports_every_entry_it_does_not_use(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _save(folder / "a.jpg", _rgb(20, 20))
+    _save(folder / "b.gif", _rgb(20, 20))               # GIF: first frame supported
+    (folder / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (folder / "dir.jpg").mkdir()
+    (folder / "nested").mkdir()
+    (folder / "notes.txt").write_text("x")
+    (folder / ".hidden.jpg").write_text("x")           # hidden: ignored without a word
+    scan = images.scan_images(folder)
+    assert [p.name for p in scan.images] == ["a.jpg", "b.gif"]
+    assert sorted(p.name for p, _ in scan.bad) == ["dangling.jpg", "dir.jpg"]
+    assert sorted(p.name for p, _ in scan.ignored) == ["nested", "notes.txt"]
+    reasons = dict((p.name, r) for p, r in scan.bad + scan.ignored)
+    assert "link" in reasons["dangling.jpg"] and "folder" in reasons["dir.jpg"]
+    assert "folder" in reasons["nested"]
+    assert read_image(folder / "b.gif").mode == "RGB"
+    with pytest.raises(ImageError, match="dangling.jpg"):
+        list_images(folder)  # a set with a broken image entry is refused, not shrunk

@@ -204,3 +204,26 @@ def test_real_ground_truth(load_horses):
     s = evaluate(y == 1, y)
     np.testing.assert_allclose(s.iou_direct, 1.0)
     np.testing.assert_allclose(s.acc, 1.0)
+
+
+def test_image_without_labelled_pixels_is_left_out_of_the_means():
+    """An all-unknown ground truth has nothing to score: it must not count as a perfect
+    image (which would raise every mean), but be counted and reported apart."""
+    p, g = example()
+    blank = torch.full_like(g, UNKNOWN)
+    both = evaluate(torch.cat([p, p]), torch.cat([g, blank]))
+    alone = evaluate(p, g)
+    assert both.labelled.tolist() == [True, False]
+    assert np.isnan(both.iou[1]) and np.isnan(both.acc[1]) and np.isnan(both.dice[1])
+    s = both.summary()
+    assert s["n"] == 1 and s["unlabelled"] == 1
+    for k in ("acc", "iou", "dice", "iou_direct", "miou"):
+        assert s[k] == pytest.approx(alone.summary()[k])
+    assert "1 without labelled pixels" in str(both)
+    assert alone.summary()["unlabelled"] == 0 and "labelled" not in str(alone)
+
+
+def test_all_images_unlabelled_gives_nan_means():
+    blank = torch.full((2, 1, 4, 4), UNKNOWN, dtype=torch.uint8)
+    s = evaluate(torch.zeros(2, 1, 4, 4, dtype=torch.bool), blank).summary()
+    assert s["n"] == 0 and s["unlabelled"] == 2 and np.isnan(s["iou"])
