@@ -66,7 +66,9 @@ def _say(kind: str | None, message: str) -> None:
 
 
 # ---------------------------------------------------------------------------- options
-def _add_iem_options(p: argparse.ArgumentParser) -> None:
+def _add_iem_options(p: argparse.ArgumentParser, batch_flag: str = "--batch-size") -> None:
+    """IEM's options; ``batch_flag`` names IEM's batch option (``iem refine`` keeps
+    ``--batch-size`` for the network's batch)."""
     g = p.add_argument_group("IEM settings (defaults: the authors' code)")
     g.add_argument("--iters", type=int, default=150, help=f"number of updates (150; at most {MAX_ITERS})")
     g.add_argument("--init-sizes", type=int, nargs="+", default=None, metavar="SIDE",
@@ -83,7 +85,8 @@ def _add_iem_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--downsampled", action="store_true",
                    help="the authors' 2x-downsampled inpainter (sigma 2.5, 7 taps)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: CUDA when available)")
-    g.add_argument("--batch-size", type=int, default=128, help="images x squares per batch")
+    g.add_argument(batch_flag, dest="batch_size", type=int, default=128,
+                   help="IEM's images x squares per batch")
 
 
 def _devices() -> list[str]:
@@ -161,12 +164,19 @@ def _progress(total: int, desc: str, quiet: bool):
 
 # ------------------------------------------------------------------------------ segment
 def cmd_segment(args) -> int:
+    from . import distributed as dist
+    from .cli_learn import inpainter_from_args
     from .folder import FolderError, FolderJob, OutputError, segment_folder
     from .images import ImageError
 
+    if dist.world_size() > 1:
+        raise CLIError("iem segment runs in one process (it streams the folder and writes each "
+                       "mask as it settles); under torchrun, use iem evaluate or iem refine, or "
+                       "give each process its own folder")
     cfg = _config(args)
+    inpainter, ident = inpainter_from_args(args)
     job = FolderJob(Path(args.in_dir), Path(args.out_dir), cfg, size=_size(args.size),
-                    overwrite=args.overwrite)
+                    overwrite=args.overwrite, inpainter=inpainter, inpainter_id=ident)
     bars = []
 
     def progress(total, desc):
@@ -198,21 +208,24 @@ def _open_set(spec: str):
         raise CLIError(str(err))
 
 
-def run_evaluation(dataset, cfg, limit=None, quiet=False):
+def run_evaluation(dataset, cfg, limit=None, quiet=False, inpainter=None):
     """Load (the first ``limit`` of) a labelled set, segment it, score it.
 
+    IEM goes through :func:`iemlib.sharded.segment_sharded`: under torchrun the images are
+    shared over the processes, and one process computes exactly the same masks.
     Returns (scores, result, seconds of segmentation)."""
     import torch
 
     from .images import ImageError
-    from .iem import segment
     from .metrics import evaluate
+    from .sharded import segment_sharded
 
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise CLIError(f"{dataset}: no images to evaluate")
     xs, ys = [], []
-    bar = _progress(n, "load", quiet)
+    from . import distributed as dist
+    bar = _progress(n, "load", quiet or not dist.is_main())
     for i in range(n):
         try:
             x, y = dataset[i]
@@ -229,7 +242,10 @@ def run_evaluation(dataset, cfg, limit=None, quiet=False):
     x = torch.from_numpy(np.stack(xs))
     y = torch.from_numpy(np.stack(ys))[:, None]
     start = time.perf_counter()
-    result = segment(x, cfg, progress=not quiet)
+    try:
+        result = segment_sharded(x, cfg, progress=not quiet, inpainter=inpainter)
+    except ValueError as err:   # e.g. a network that needs sides divisible by 8
+        raise CLIError(str(err)) from None
     seconds = time.perf_counter() - start
     return evaluate(result.masks, y), result, seconds
 
@@ -250,11 +266,21 @@ def _report_unlabelled(scores, dataset, where) -> None:
 
 
 def cmd_evaluate(args) -> int:
+    from . import distributed as dist
+    from .cli_learn import inpainter_from_args
+
     cfg = _config(args)
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be at least 1, got {args.limit}")
+    inpainter, _ = inpainter_from_args(args)
     dataset = _open_set(args.set_dir)
-    scores, result, seconds = run_evaluation(dataset, cfg, args.limit, quiet=args.quiet or args.json)
+    dist.init()   # under torchrun: join the group; otherwise nothing
+    scores, result, seconds = run_evaluation(dataset, cfg, args.limit, quiet=args.quiet or args.json,
+                                             inpainter=inpainter)
+    if not dist.is_main():
+        dist.cleanup()
+        return 0     # rank 0 alone reports
+    dist.cleanup()
     _report_unlabelled(scores, dataset, args.set_dir)
     s = scores.summary()
     if args.json:
@@ -356,6 +382,7 @@ def cmd_data(args) -> int:
 # --------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .cli_learn import add_inpainter_options, add_parsers
     p = argparse.ArgumentParser(prog="iem", description=(
         "Inpainting Error Maximization (Savarese et al., CVPR 2021): unsupervised, "
         "learning-free foreground segmentation."), epilog=EXIT_CODES,
@@ -375,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="redo masks that already exist, and those made with other settings")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_iem_options(s)
+    add_inpainter_options(s)
     s.set_defaults(func=cmd_segment)
 
     e = sub.add_parser("evaluate", help="run IEM on a labelled set and print accuracy / IoU / DICE")
@@ -386,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "out: no labelled pixel), acc, iou, dice (percent), seconds")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_iem_options(e)
+    add_inpainter_options(e)
     e.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("demo", help="IEM on the composite demo set: metrics and an overview figure")
@@ -408,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the downloaded archives or source files")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.set_defaults(func=cmd_data)
+
+    add_parsers(sub, lambda parser: _add_iem_options(parser, batch_flag="--iem-batch-size"))
     return p
 
 
@@ -433,6 +464,7 @@ def main(argv=None) -> int:
     from .images import LargeImageWarning
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # recorded in provenance files
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main_thread else None
     try:

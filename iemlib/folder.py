@@ -75,6 +75,10 @@ class FolderJob:
     config: IEMConfig
     size: int = 128
     overwrite: bool = False
+    #: a learned inpainter (any inpainter callable) instead of the Gaussian one, and what
+    #: identifies it in the settings manifest (e.g. its file's SHA-256 and output)
+    inpainter: object | None = None
+    inpainter_id: dict | None = None
 
 
 @dataclass
@@ -319,7 +323,7 @@ class _Run:
         bar = self.progress(len(images), "choose square")
 
         def run(group):
-            result = iem.segment(self._stack(group), self.cfg)
+            result = iem.segment(self._stack(group), self.cfg, inpainter=self.job.inpainter)
             for g, e in zip(group, result.all_errors):
                 errors[g.path] = e
             bar.update(len(group))
@@ -355,7 +359,7 @@ class _Run:
                 self.summary.segmented += 1
                 bar.update(1)
 
-            iem.segment(self._stack(group), cfg, on_mask=write)
+            iem.segment(self._stack(group), cfg, inpainter=self.job.inpainter, on_mask=write)
 
         batches = _Batches(cfg, self.job.size, run)
         for path in images:
@@ -419,6 +423,8 @@ def segment_folder(job: FolderJob, report: Reporter, progress=None) -> FolderSum
     with _OutputFolder(out):
         manifest = _Manifest(out)
         settings = method_settings(cfg, job.size)
+        if job.inpainter_id is not None:
+            settings["inpainter"] = job.inpainter_id
         old = manifest.read(job.overwrite)
         ours = [p for p in (out / (f.stem + ".png") for f in scan.images) if p.exists()]
         if old is not None and old["settings"] != settings:

@@ -52,11 +52,11 @@ def _unpack(packed: np.ndarray, shape: tuple) -> torch.Tensor:
 
 
 def segment_sharded(x: torch.Tensor, config: IEMConfig, init_masks: torch.Tensor | None = None,
-                    progress: bool = False) -> ShardedResult:
+                    progress: bool = False, inpainter=None) -> ShardedResult:
     """IEM on images ``x`` (N, 3, H, W) over every process of the group (or this one alone).
 
     ``init_masks`` (N, 1, H, W) bool, optional: start from these masks instead of the
-    config's squares (one run per image). Every process must call this with the same
+    config's squares (one run per image); ``inpainter``: as for :func:`iemlib.segment`. Every process must call this with the same
     inputs; every process receives the whole result."""
     n = x.shape[0]
     c = chunk_size(config) if init_masks is None else max(1, config.batch_size)
@@ -69,7 +69,9 @@ def segment_sharded(x: torch.Tensor, config: IEMConfig, init_masks: torch.Tensor
         bar = tqdm(total=sum(hi - lo for lo, hi in mine), desc="IEM", unit="img", leave=False)
     seconds = 0.0
     for lo, hi in mine:
-        kw = {} if init_masks is None else {"init_masks": init_masks[lo:hi]}
+        kw = {"inpainter": inpainter}
+        if init_masks is not None:
+            kw["init_masks"] = init_masks[lo:hi]
         res = segment(x[lo:hi], config, **kw)
         seconds += res.seconds
         parts.append((lo, _pack(res.all_masks), res.all_errors.numpy()))
