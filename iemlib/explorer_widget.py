@@ -47,18 +47,20 @@ class ExplorerBox(w.VBox):
 def explorer_widget(explorer: IEMExplorer) -> ExplorerBox:
     """Controls, status line and picture for ``explorer``; drawn once before returning."""
     s = explorer.settings
+    # rows wrap instead of squeezing their controls (an HBox shrinks a slider to a stub)
     row = dict(flex_flow="row wrap", align_items="center")
     label = {"description_width": "70px"}
+    third = dict(flex="1 1 260px", min_width="260px", max_width="340px")
     c = {
         "name": w.Dropdown(options=list(explorer.images), value=explorer.name, description="image",
                            style=label, layout=w.Layout(width="380px")),
         "sigma": w.FloatSlider(value=s["sigma"], min=1, max=10, step=0.5, description="sigma",
-                               continuous_update=False, style=label, layout=w.Layout(width="270px")),
+                               continuous_update=False, style=label, layout=w.Layout(**third)),
         "lam": w.SelectionSlider(options=sorted({*LAMBDAS, float(s["lam"])}), value=float(s["lam"]),
                                  description="lambda", continuous_update=False, style=label,
-                                 disabled=not s["regulariser"], layout=w.Layout(width="270px")),
+                                 disabled=not s["regulariser"], layout=w.Layout(**third)),
         "init_size": w.IntSlider(value=s["init_size"], min=16, max=120, step=2, description="square",
-                                 continuous_update=False, style=label, layout=w.Layout(width="270px")),
+                                 continuous_update=False, style=label, layout=w.Layout(**third)),
         # moving in time reuses the cached run, so the picture may follow the handle
         "iteration": w.IntSlider(value=explorer.iteration, min=0, max=explorer.iters, description="iteration",
                                  style=label, layout=w.Layout(width="100%", max_width="820px")),
@@ -71,7 +73,8 @@ def explorer_widget(explorer: IEMExplorer) -> ExplorerBox:
     }
     upload = w.FileUpload(accept="image/*", multiple=False, description="your image",
                           layout=w.Layout(width="auto"))
-    status = w.Label(layout=w.Layout(margin="0 0 0 12px"))
+    # a line of its own, always there, so that a message never moves the controls
+    status = w.Label(layout=w.Layout(min_height="22px", margin="0 0 0 78px"))
     status.add_class("iem-status")
     picture = w.Image(format="png", layout=w.Layout(max_width="100%", height="auto"))
 
@@ -136,7 +139,7 @@ def explorer_widget(explorer: IEMExplorer) -> ExplorerBox:
     upload.observe(on_upload, names="value")
     with lock:
         draw()
-    box = ExplorerBox([w.HBox([c["name"], upload, status], layout=w.Layout(**row)),
+    box = ExplorerBox([w.HBox([c["name"], upload], layout=w.Layout(**row)), status,
                        w.HBox([c["sigma"], c["lam"], c["init_size"]], layout=w.Layout(**row)),
                        w.HBox([c["smoothing"], c["boundary_only"], c["regulariser"]], layout=w.Layout(**row)),
                        w.HBox([c["iteration"]], layout=w.Layout(width="100%")),
