@@ -79,9 +79,10 @@ def explorer_widget(explorer: IEMExplorer) -> ExplorerBox:
     picture = w.Image(format="png", layout=w.Layout(max_width="100%", height="auto"))
 
     # callbacks arrive one after another on the subshell thread, but the first drawing runs on
-    # the cell's thread: one lock per explorer keeps each change whole (re-entrant, because
-    # a callback that sets a control runs that control's observer on its own thread)
-    lock = threading.RLock()
+    # the cell's thread: one lock per explorer (shared by all its boxes) keeps each change
+    # whole; re-entrant, because a callback that sets a control runs that control's observer
+    # on the same thread
+    lock = explorer.__dict__.setdefault("_widget_lock", threading.RLock())
     muted = [False]
 
     @contextmanager
