@@ -44,16 +44,16 @@ class ExplorerBox(w.VBox):
         return bundle
 
 
-def explorer_widget(explorer: IEMExplorer) -> ExplorerBox:
-    """Controls, status line and picture for ``explorer``; drawn once before returning."""
+def controls(explorer: IEMExplorer) -> dict:
+    """One control per setting of :meth:`IEMExplorer.set`, keyed by it, at the explorer's
+    current values, sized to keep their width at 1280 pixels beside JupyterLab's sidebar."""
     s = explorer.settings
-    # rows wrap instead of squeezing their controls (an HBox shrinks a slider to a stub)
-    row = dict(flex_flow="row wrap", align_items="center")
     label = {"description_width": "70px"}
     third = dict(flex="1 1 260px", min_width="260px", max_width="340px")
-    c = {
+    return {
         "name": w.Dropdown(options=list(explorer.images), value=explorer.name, description="image",
                            style=label, layout=w.Layout(width="380px")),
+        # each new value of these reruns IEM: once, when the handle is let go
         "sigma": w.FloatSlider(value=s["sigma"], min=1, max=10, step=0.5, description="sigma",
                                continuous_update=False, style=label, layout=w.Layout(**third)),
         "lam": w.SelectionSlider(options=sorted({*LAMBDAS, float(s["lam"])}), value=float(s["lam"]),
@@ -71,6 +71,18 @@ def explorer_widget(explorer: IEMExplorer) -> ExplorerBox:
         "regulariser": w.Checkbox(value=bool(s["regulariser"]), description="regulariser", indent=False,
                                   layout=w.Layout(width="auto")),
     }
+
+
+def uploaded_files(value):
+    """(name, bytes) of each file in a FileUpload value (ipywidgets 8: a tuple of dicts;
+    7: a dict of dicts)."""
+    for f in (value if isinstance(value, (list, tuple)) else value.values()):
+        yield (f["name"], bytes(f["content"])) if isinstance(f, dict) else (f.name, bytes(f.content))
+
+
+def explorer_widget(explorer: IEMExplorer) -> ExplorerBox:
+    """Controls, status line and picture for ``explorer``; drawn once before returning."""
+    c = controls(explorer)
     upload = w.FileUpload(accept="image/*", multiple=False, description="your image",
                           layout=w.Layout(width="auto"))
     # a line of its own, always there, so that a message never moves the controls
@@ -112,26 +124,22 @@ def explorer_widget(explorer: IEMExplorer) -> ExplorerBox:
                 status.value = ""
                 guarded("drawing", draw)
 
+    def add(files) -> None:
+        added = False
+        for name, data in uploaded_files(files):
+            added |= explorer.add_image(name, data)
+        status.value = explorer.message
+        if added:
+            with quietly():                   # one drawing, of the new image, below
+                c["name"].options = list(explorer.images)
+                c["name"].value = explorer.name
+            draw()
+
     def on_upload(change) -> None:
-        files = change["new"]
         with lock:
-            if muted[0] or not files:
+            if muted[0] or not change["new"]:
                 return
-
-            def add():
-                added = False
-                for f in (files if isinstance(files, (list, tuple)) else files.values()):
-                    name = f["name"] if isinstance(f, dict) else f.name
-                    content = f["content"] if isinstance(f, dict) else f.content
-                    added |= explorer.add_image(name, bytes(content))
-                status.value = explorer.message
-                if added:
-                    with quietly():           # one drawing, of the new image, below
-                        c["name"].options = list(explorer.images)
-                        c["name"].value = explorer.name
-                    draw()
-
-            guarded("the upload", add)
+            guarded("the upload", lambda: add(change["new"]))
             with quietly():                   # forget the bytes; the same file may come again
                 upload.value = ()
 
@@ -140,9 +148,10 @@ def explorer_widget(explorer: IEMExplorer) -> ExplorerBox:
     upload.observe(on_upload, names="value")
     with lock:
         draw()
-    box = ExplorerBox([w.HBox([c["name"], upload], layout=w.Layout(**row)), status,
-                       w.HBox([c["sigma"], c["lam"], c["init_size"]], layout=w.Layout(**row)),
-                       w.HBox([c["smoothing"], c["boundary_only"], c["regulariser"]], layout=w.Layout(**row)),
+    row = w.Layout(flex_flow="row wrap", align_items="center")   # wrap rather than squeeze
+    box = ExplorerBox([w.HBox([c["name"], upload], layout=row), status,
+                       w.HBox([c["sigma"], c["lam"], c["init_size"]], layout=row),
+                       w.HBox([c["smoothing"], c["boundary_only"], c["regulariser"]], layout=row),
                        w.HBox([c["iteration"]], layout=w.Layout(width="100%")),
                        picture])
     box.add_class("iem-explorer")

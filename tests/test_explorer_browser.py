@@ -95,6 +95,16 @@ def notebook_copy(folder: Path) -> Path:
     return path
 
 
+#: JupyterLab settings of the test's own user: widget messages go over kernel subshells (the
+#: default of JupyterLab 4.4+, where the explorer used to break, pinned in case it changes),
+#: and no news prompt in a corner of the page.
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/kernels-settings.jupyterlab-settings": {"commsOverSubshells": "perCommTarget"},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
+                                                                         "checkForUpdates": False},
+}
+
+
 class Lab:
     """A JupyterLab server of this test's own: ``url(path)`` opens a page of it."""
 
@@ -102,7 +112,10 @@ class Lab:
         self.folder, self.port, self.token = folder, free_port(), secrets.token_hex(16)
         self.log = folder / "jupyterlab.log"
         for sub in ("config", "data", "runtime", "settings", "workspaces", "ipython"):
-            (folder / sub).mkdir()
+            (folder / sub).mkdir(exist_ok=True)
+        for name, values in LAB_SETTINGS.items():
+            (folder / "settings" / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / "settings" / name).write_text(json.dumps(values))
         env = dict(os.environ, IEM_QUICK="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                    JUPYTER_CONFIG_DIR=str(folder / "config"), JUPYTER_DATA_DIR=str(folder / "data"),
@@ -119,7 +132,11 @@ class Lab:
             cmd.append("--allow-root")
         self._log = open(self.log, "wb")
         self.process = subprocess.Popen(cmd, cwd=folder, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        self._wait_until_up(timeout=120)
+        try:
+            self._wait_until_up(timeout=120)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def _wait_until_up(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -335,7 +352,13 @@ def make_uploads(folder: Path) -> list[Path]:
 def session(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lab")
     notebook_copy(folder)
-    lab = Lab(folder)
+    for attempt in range(3):                  # the free port may be taken before the server binds it
+        try:
+            lab = Lab(folder)
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
     try:
         with sync_playwright() as p:
             context = p.chromium.launch_persistent_context(
