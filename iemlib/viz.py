@@ -199,17 +199,20 @@ class IEMExplorer:
         whatever ``rcParams`` a notebook has set."""
         from matplotlib.figure import Figure
         s = self.state()
-        fig = Figure(figsize=EXPLORER_SIZE, dpi=EXPLORER_DPI, layout="constrained")
-        grid = fig.add_gridspec(2, 5)
+        # a fixed layout: the picture's size never changes, and a layout engine would
+        # double the drawing time of every slider step
+        fig = Figure(figsize=EXPLORER_SIZE, dpi=EXPLORER_DPI)
+        pictures = fig.add_gridspec(2, 2, left=0.005, right=0.365, top=0.935, bottom=0.01,
+                                    wspace=0.06, hspace=0.3)
         panels = [("image", to_rgb(s["image"])), (f"mask, iteration {s['t']}", mask_image(s["mask"])),
                   ("foreground from\nbackground", to_rgb(s["pred_foreground"])),
                   ("background from\nforeground", to_rgb(s["pred_background"]))]
         for j, (title, p) in enumerate(panels):
-            ax = fig.add_subplot(grid[j // 2, j % 2])
+            ax = fig.add_subplot(pictures[j // 2, j % 2])
             ax.imshow(p, cmap="gray" if p.ndim == 2 else None, vmin=0, vmax=1)
             ax.set_title(title, fontsize=FONT)
             ax.set_axis_off()                 # pictures: no axes to read, so none to label
-        ax = fig.add_subplot(grid[:, 2:])
+        ax = fig.add_subplot(fig.add_gridspec(1, 1, left=0.46, right=0.9, top=0.935, bottom=0.115)[0, 0])
         ts = np.arange(len(s["inpainting_error"]))
         ax.plot(ts, s["inpainting_error"].numpy(), color="tab:blue", label="inpainting error L_inp")
         left = "L_inp"

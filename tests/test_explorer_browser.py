@@ -241,7 +241,7 @@ class Session:
         self.root = page.locator(EXPLORER)
         self.root.scroll_into_view_if_needed()
         page.evaluate(WATCH_PICTURES, EXPLORER)
-        # the Log Console in the bottom panel, the notebook still the current document
+        # the Log Console in the bottom panel, where a user would see stray output
         page.evaluate("() => window.jupyterapp.commands.execute('logconsole:open', {insertMode: 'split-bottom'})")
         page.wait_for_selector(".jp-LogConsolePanel", timeout=30_000)
         self.root.scroll_into_view_if_needed()

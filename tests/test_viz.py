@@ -607,30 +607,61 @@ def test_widget_mimebundle_follows_the_controls(counted):
 
 
 # ------------------------------------------------------------ the explorer's figure, read
-def test_figure_text_is_at_least_9_points_at_100_dpi(explorer, monkeypatch):
-    """Whatever size a notebook sets for text, every string drawn into the explorer's picture
-    is >= 9 pt at the picture's >= 100 dpi (12.5 pixels or more), and none is mathtext (its
-    parser is shared by all figures, so not safe beside a cell's plotting)."""
+def drawn_text(explorer, monkeypatch) -> tuple[list, bytes]:
+    """Every string the Agg renderer draws into the explorer's picture: (text, points,
+    mathtext?, artist), and the PNG."""
     from matplotlib.backends.backend_agg import RendererAgg
     drawn = []
     draw_text = RendererAgg.draw_text
 
     def spy(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
-        drawn.append((s, prop.get_size_in_points(), ismath))
+        drawn.append((s, prop.get_size_in_points(), ismath, mtext))
         return draw_text(self, gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
 
     monkeypatch.setattr(RendererAgg, "draw_text", spy)
+    png = explorer.png()
+    monkeypatch.undo()
+    return drawn, png
+
+
+def test_figure_text_is_at_least_9_points_at_100_dpi(explorer, monkeypatch):
+    """Whatever size a notebook sets for text, every string drawn into the explorer's picture
+    is >= 9 pt at the picture's >= 100 dpi (12.5 pixels or more), and none is mathtext (its
+    parser is shared by all figures, so not safe beside a cell's plotting)."""
     with matplotlib.rc_context({"font.size": 5, "xtick.labelsize": 5, "ytick.labelsize": 5,
                                 "legend.fontsize": 5, "axes.titlesize": 5, "axes.labelsize": 5}):
-        png = explorer.png()
+        drawn, png = drawn_text(explorer, monkeypatch)
     assert len(drawn) > 15                     # titles, labels, ticks and the legend
-    small = [(s, size) for s, size, _ in drawn if size < 9]
+    small = [(s, size) for s, size, _, _ in drawn if size < 9]
     assert not small, small
-    assert not [s for s, _, ismath in drawn if ismath], "mathtext in the explorer"
+    assert not [s for s, _, ismath, _ in drawn if ismath], "mathtext in the explorer"
     with Image.open(io.BytesIO(png)) as img:
         w_in, h_in = explorer.figure().get_size_inches()
         dpi = img.size[0] / w_in
         assert dpi >= 100 and img.size[1] == pytest.approx(h_in * dpi, abs=1)
+
+
+def test_figure_text_is_not_cut_and_titles_do_not_collide(images, monkeypatch):
+    """With a long image name (a set and a file name, as notebook 03 names them), every
+    string drawn lies inside the picture, and no two panel titles overlap."""
+    x, y = next(iter(images.values()))
+    explorer = IEMExplorer({"weizmann_horse/horse_with_a_long_name_0123.jpg": (x, y)}, iters=ITERS)
+    drawn, png = drawn_text(explorer, monkeypatch)
+    # multi-line strings are drawn line by line without their artist: their titles are below
+    artists = [artist for _, _, _, artist in drawn if artist is not None]
+    assert len(artists) > 15
+    fig = artists[0].get_figure(root=True)
+    titles = [ax.title for ax in fig.axes if ax.title.get_text()]
+    assert len(titles) == 5
+    with Image.open(io.BytesIO(png)) as img:
+        assert (fig.bbox.width, fig.bbox.height) == img.size
+    for t in artists + titles:
+        box = t.get_window_extent()
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, \
+            (t.get_text(), box)
+    for i, a in enumerate(titles):
+        for b in titles[i + 1:]:
+            assert not a.get_window_extent().overlaps(b.get_window_extent()), (a.get_text(), b.get_text())
 
 
 @pytest.mark.parametrize("truth", [True, False], ids=["with ground truth", "without"])
