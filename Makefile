@@ -27,7 +27,8 @@ OTHER_ARITHMETIC ?= OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
 help:
 	@echo "make demo       IEM on the built-in demo set (no download): metrics + iem_demo.png"
 	@echo "make test       every test, notebooks included (IEM_QUICK=1), then the notebooks'"
-	@echo "                checked cells again under other arithmetic (make test-arithmetic)"
+	@echo "                checked cells again under other arithmetic (make test-arithmetic);"
+	@echo "                the explorer's browser test runs where Chromium is installed"
 	@echo "make lab        open the notebooks in JupyterLab"
 	@echo "make bench      speed of the fast and reference implementations, and of learned inpainters"
 	@echo "make reproduce  run every notebook headless; tables in results/ (resumes; FRESH=1 reruns all)"
@@ -43,7 +44,7 @@ $(VENV)/.core: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
-	$(BIN)/pip install --quiet -e ".[test,notebooks]"
+	$(BIN)/pip install --quiet -e ".[test,notebooks,browser]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -62,7 +63,7 @@ test-arithmetic: $(VENV)/.test
 	env $(OTHER_ARITHMETIC) IEM_QUICK=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 test-fast: $(VENV)/.test
-	$(BIN)/python -m pytest tests -m "not slow"
+	$(BIN)/python -m pytest tests -m "not slow and not browser"
 
 # Bound to this machine only; as root (containers, fresh cloud machines) Jupyter refuses to
 # start without --allow-root. LAB_ARGS adds options, e.g. LAB_ARGS="--port 8890 --no-browser".

@@ -82,6 +82,14 @@ def save_overview(path, x, y, masks, title: str | None = None, n: int | None = N
 
 
 # ----------------------------------------------------------------------------- explorer
+#: The explorer's picture: inches and dots per inch (840 x 390 pixels, the width of a
+#: notebook's output area on a 1280-pixel screen beside JupyterLab's file browser), and the
+#: size of all its text in points: 9 pt is 12.5 pixels at 100 dpi.
+EXPLORER_SIZE = (8.4, 3.9)
+EXPLORER_DPI = 100
+FONT = 9
+
+
 class IEMExplorer:
     """Interactive view of IEM on one image: the mask, both inpaintings and the curves at
     any iteration, for any sigma, lambda, initial square and switches.
@@ -182,88 +190,67 @@ class IEMExplorer:
                     settled_at=int(res.settled_at[0, 0]), period=int(res.period[0, 0]))
 
     def figure(self):
-        """A matplotlib figure of :meth:`state`."""
-        import matplotlib.pyplot as plt
+        """A ``matplotlib.figure.Figure`` of :meth:`state`, EXPLORER_SIZE inches at
+        EXPLORER_DPI: image, mask and both inpaintings on the left, the curves on the right.
+
+        Made without pyplot, so that no figure manager, backend hook or other global state of
+        matplotlib is involved: widget callbacks draw it on a thread of their own. Its text is
+        plain (no mathtext, whose parser is shared by every figure) and sized explicitly,
+        whatever ``rcParams`` a notebook has set."""
+        from matplotlib.figure import Figure
         s = self.state()
-        fig = plt.figure(figsize=(11, 4.2))
-        grid = fig.add_gridspec(2, 5)
+        # a fixed layout: the picture's size never changes, and a layout engine would
+        # double the drawing time of every slider step
+        fig = Figure(figsize=EXPLORER_SIZE, dpi=EXPLORER_DPI)
+        pictures = fig.add_gridspec(2, 2, left=0.005, right=0.365, top=0.935, bottom=0.01,
+                                    wspace=0.06, hspace=0.3)
         panels = [("image", to_rgb(s["image"])), (f"mask, iteration {s['t']}", mask_image(s["mask"])),
-                  ("foreground from background", to_rgb(s["pred_foreground"])),
-                  ("background from foreground", to_rgb(s["pred_background"]))]
+                  ("foreground from\nbackground", to_rgb(s["pred_foreground"])),
+                  ("background from\nforeground", to_rgb(s["pred_background"]))]
         for j, (title, p) in enumerate(panels):
-            ax = fig.add_subplot(grid[0, j] if j < 2 else grid[1, j - 2])
+            ax = fig.add_subplot(pictures[j // 2, j % 2])
             ax.imshow(p, cmap="gray" if p.ndim == 2 else None, vmin=0, vmax=1)
-            ax.set_title(title, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        ax = fig.add_subplot(grid[:, 2:])
+            ax.set_title(title, fontsize=FONT)
+            ax.set_axis_off()                 # pictures: no axes to read, so none to label
+        ax = fig.add_subplot(fig.add_gridspec(1, 1, left=0.46, right=0.9, top=0.935, bottom=0.115)[0, 0])
         ts = np.arange(len(s["inpainting_error"]))
-        ax.plot(ts, s["inpainting_error"].numpy(), label="inpainting error L_inp")
+        ax.plot(ts, s["inpainting_error"].numpy(), color="tab:blue", label="inpainting error L_inp")
+        left = "L_inp"
         if s["iou"] is not None:
-            ax.plot(ts, s["iou"].numpy(), label="IoU with ground truth")
+            ax.plot(ts, s["iou"].numpy(), color="tab:orange", label="IoU with the ground truth")
+            left = "L_inp and IoU"
+        ax.axvline(s["t"], color="k", lw=0.8, ls=":", label=f"shown: iteration {s['t']}")
         # the regularised objective lives on another scale (sigma(M) is in the thousands)
-        ax2 = ax.twinx()
-        ax2.plot(ts, s["objective"].numpy(), color="tab:red", lw=0.9, ls="--",
-                 label="regularised objective (right axis)")
-        ax2.tick_params(labelsize=7)
-        ax.plot([], [], color="tab:red", lw=0.9, ls="--", label="regularised objective (right)")
-        ax.axvline(s["t"], color="k", lw=0.8, ls=":")
-        ax.set_xlabel("iteration")
+        right = ax.twinx()
+        right.plot(ts, s["objective"].numpy(), color="tab:red", lw=0.9, ls="--")
+        ax.plot([], [], color="tab:red", lw=0.9, ls="--", label="regularised objective (right axis)")
+        ax.set_xlabel("iteration", fontsize=FONT)
+        ax.set_ylabel(left, fontsize=FONT)
+        right.set_ylabel("regularised objective", fontsize=FONT, color="tab:red")
+        for a in (ax, right):
+            a.tick_params(labelsize=FONT)
+            for axis in (a.xaxis, a.yaxis):
+                axis.get_offset_text().set_fontsize(FONT)
         settled = (f"settled at {s['settled_at']} (period {s['period']})" if s["period"]
                    else "still changing at the end")
-        ax.set_title(f"{self.name}: {settled}", fontsize=9)
-        ax.legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
+        ax.set_title(f"{self.name}: {settled}", fontsize=FONT)
+        ax.legend(fontsize=FONT, loc="best")
         return fig
+
+    def png(self) -> bytes:
+        """:meth:`figure` as PNG file bytes, rendered by matplotlib's Agg canvas."""
+        import io
+
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        fig = self.figure()
+        FigureCanvasAgg(fig)                  # the figure's own canvas: no backend is consulted
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=EXPLORER_DPI)
+        return buf.getvalue()
 
     # ---- the ipywidgets front end
     def widget(self):
-        """The explorer as an ipywidgets box (call once; it draws immediately)."""
-        import ipywidgets as w
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
-        out = w.Output()
-        status = w.HTML()
-        c = {
-            "name": w.Dropdown(options=list(self.images), value=self.name, description="image"),
-            "sigma": w.FloatSlider(value=self.settings["sigma"], min=1, max=10, step=0.5, description="sigma"),
-            "lam": w.SelectionSlider(
-                options=sorted({0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, float(self.settings["lam"])}),
-                value=float(self.settings["lam"]), description="lambda"),
-            "init_size": w.IntSlider(value=self.settings["init_size"], min=16, max=120, step=2, description="square"),
-            "iteration": w.IntSlider(value=self.iteration, min=0, max=self.iters, description="iteration"),
-            "smoothing": w.Checkbox(value=bool(self.settings["smoothing"]), description="smoothing"),
-            "boundary_only": w.Checkbox(value=bool(self.settings["boundary_only"]), description="boundary only"),
-            "regulariser": w.Checkbox(value=bool(self.settings["regulariser"]), description="regulariser"),
-        }
-        upload = w.FileUpload(accept="image/*", multiple=False, description="your image")
-
-        def redraw(*_):
-            self.set(**{k: v.value for k, v in c.items()})
-            with out:
-                out.clear_output(wait=True)
-                fig = self.figure()
-                display(fig)
-                plt.close(fig)
-            status.value = self.message
-
-        def on_upload(change):
-            files = change["new"]
-            for f in (files if isinstance(files, (list, tuple)) else files.values()):
-                name = f["name"] if isinstance(f, dict) else f.name
-                content = f["content"] if isinstance(f, dict) else f.content
-                if self.add_image(name, bytes(content)):
-                    new = self.name  # replacing the options resets the dropdown and redraws
-                    c["name"].options = list(self.images)
-                    c["name"].value = new
-            redraw()
-
-        for ctl in c.values():
-            ctl.observe(redraw, names="value")
-        upload.observe(on_upload, names="value")
-        redraw()
-        return w.VBox([w.HBox([c["name"], upload, status]),
-                       w.HBox([c["sigma"], c["lam"], c["init_size"]]),
-                       w.HBox([c["iteration"], c["smoothing"], c["boundary_only"], c["regulariser"]]),
-                       out])
+        """The explorer as a live ipywidgets box (:func:`iemlib.explorer_widget.explorer_widget`);
+        it draws at once, and shows its picture where widgets are not rendered."""
+        from .explorer_widget import explorer_widget
+        return explorer_widget(self)

@@ -317,17 +317,23 @@ def upload_value(name: str, data: bytes):
 
 @pytest.fixture
 def counted(explorer):
-    """The explorer with figure() counting its calls (each redraw calls it once)."""
+    """The explorer with figure() counting its calls (each redraw calls it once): a list of
+    (image name, iteration) at each drawing."""
     pytest.importorskip("ipywidgets")
     calls = []
     draw = explorer.figure
 
     def figure():
-        calls.append(explorer.state()["t"])
+        calls.append((explorer.name, explorer.state()["t"]))
         return draw()
 
     explorer.figure = figure
     return explorer, calls
+
+
+def picture(box) -> bytes:
+    """The PNG bytes the box shows now."""
+    return bytes(controls(box)["Image:"].value)
 
 
 def test_widget_builds_and_draws_once(counted):
@@ -339,9 +345,13 @@ def test_widget_builds_and_draws_once(counted):
     c = controls(box)
     for key in ("Dropdown:image", "FileUpload:your image", "FloatSlider:sigma", "SelectionSlider:lambda",
                 "IntSlider:square", "IntSlider:iteration", "Checkbox:smoothing",
-                "Checkbox:boundary only", "Checkbox:regulariser", "Output:"):
+                "Checkbox:boundary only", "Checkbox:regulariser", "Image:", "Label:"):
         assert key in c, key
     assert c["IntSlider:iteration"].max == ITERS
+    # no captured output anywhere: callbacks publish nothing but widget state
+    assert not [wd for wd in walk(box) if isinstance(wd, w.Output)]
+    assert c["Image:"].format == "png"
+    assert picture(box)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("key, value, check", [
@@ -370,7 +380,7 @@ def test_widget_upload(counted):
     assert "mine.png" in explorer.images
     assert "mine.png" in c["Dropdown:image"].options
     assert explorer.name == "mine.png" and c["Dropdown:image"].value == "mine.png"
-    assert c["HTML:"].value == explorer.message == "added mine.png"
+    assert c["Label:"].value == explorer.message == "added mine.png"
 
 
 def test_widget_upload_of_garbage_reports_the_file(counted, images):
@@ -380,7 +390,7 @@ def test_widget_upload_of_garbage_reports_the_file(counted, images):
     c["FileUpload:your image"].value = upload_value("junk.png", b"not an image")
     assert "junk.png" not in explorer.images
     assert explorer.name == next(iter(images))
-    assert c["HTML:"].value.startswith("junk.png: ")
+    assert c["Label:"].value.startswith("junk.png: ")
 
 
 def test_widget_upload_while_another_image_is_shown(counted, images):
@@ -430,3 +440,253 @@ def test_overview_title_fits_inside_the_figure(images):
         assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, (box, fig.bbox)
         top_axes = max(ax.get_window_extent().y1 for ax in fig.axes)
         assert box.y0 >= top_axes - 1, "the title overlaps the panels"
+
+
+# ------------------------------------------------- widget: one drawing per change, no pyplot
+def test_widget_upload_draws_once_and_only_the_new_image(counted, images):
+    """Replacing the image list must not draw the list's first image (or the old one) before
+    the upload: exactly one drawing, of the uploaded picture."""
+    explorer, calls = counted
+    box = explorer.widget()
+    c = controls(box)
+    c["Dropdown:image"].value = list(images)[1]
+    before = len(calls)
+    c["FileUpload:your image"].value = upload_value("mine.png", png_bytes())
+    assert calls[before:] == [("mine.png", ITERS)]
+    before = len(calls)
+    c["FileUpload:your image"].value = upload_value("second.png", png_bytes(seed=3))
+    assert calls[before:] == [("second.png", ITERS)]
+
+
+def test_widget_upload_again_under_the_same_name_shows_the_new_picture(counted):
+    explorer, calls = counted
+    box = explorer.widget()
+    c = controls(box)
+    c["FileUpload:your image"].value = upload_value("mine.png", png_bytes(seed=0))
+    first, before = picture(box), len(calls)
+    c["FileUpload:your image"].value = upload_value("mine.png", png_bytes(seed=1))
+    assert len(calls) == before + 1
+    assert picture(box) != first
+    assert list(c["Dropdown:image"].options).count("mine.png") == 1
+
+
+def test_widget_forgets_uploaded_bytes(counted):
+    """The upload control is emptied after use (the same file can be chosen again, and the
+    bytes are not kept twice); emptying it draws nothing."""
+    explorer, calls = counted
+    box = explorer.widget()
+    c = controls(box)
+    c["FileUpload:your image"].value = upload_value("mine.png", png_bytes())
+    assert c["FileUpload:your image"].value == ()
+    before = len(calls)
+    c["FileUpload:your image"].value = ()
+    assert len(calls) == before
+
+
+@pytest.mark.parametrize("data", [b"certainly not an image", b"", png_bytes(8, 8)],
+                         ids=["garbage", "empty", "too small"])
+def test_widget_bad_upload_keeps_the_picture_and_names_the_file(counted, images, data):
+    explorer, calls = counted
+    box = explorer.widget()
+    c = controls(box)
+    shown, before = picture(box), len(calls)
+    c["FileUpload:your image"].value = upload_value("junk.png", data)
+    assert len(calls) == before, "a refused upload redrew the picture"
+    assert picture(box) == shown
+    status = c["Label:"].value
+    assert status.startswith("junk.png: ") and "\n" not in status and "Traceback" not in status
+    assert list(c["Dropdown:image"].options) == list(images)
+    assert c["FileUpload:your image"].value == ()
+
+
+def test_widget_a_failing_drawing_is_reported_on_the_status_line(counted):
+    """An exception in a callback would otherwise print a traceback to no cell."""
+    explorer, calls = counted
+    box = explorer.widget()
+    c = controls(box)
+    shown = picture(box)
+
+    def broken():
+        raise RuntimeError("no memory left")
+
+    explorer.figure = broken
+    c["FloatSlider:sigma"].value = 3.0
+    assert c["Label:"].value == "drawing failed: RuntimeError: no memory left"
+    assert picture(box) == shown
+
+
+def test_widget_lambda_slider_follows_the_regulariser_switch(counted):
+    explorer, calls = counted
+    c = controls(explorer.widget())
+    lam, reg = c["SelectionSlider:lambda"], c["Checkbox:regulariser"]
+    assert lam.disabled is False
+    reg.value = False
+    assert lam.disabled is True
+    assert explorer.config().lam == 0.0 and explorer.settings["lam"] == 0.001
+    reg.value = True
+    assert lam.disabled is False
+    assert explorer.config().lam == 0.001
+
+
+def test_widget_lambda_slider_starts_disabled_with_the_regulariser_off(counted):
+    explorer, calls = counted
+    explorer.set(regulariser=False)
+    assert controls(explorer.widget())["SelectionSlider:lambda"].disabled is True
+
+
+def test_widget_never_uses_pyplot(counted):
+    """pyplot's figures are what the inline backend flushes from post-execute hooks (on the
+    callback's thread under ipykernel 7): the explorer must not create any."""
+    import matplotlib.pyplot as plt
+    explorer, calls = counted
+    plt.close("all")
+    box = explorer.widget()
+    c = controls(box)
+    c["IntSlider:iteration"].value = 3
+    c["FileUpload:your image"].value = upload_value("mine.png", png_bytes())
+    assert len(calls) == 3
+    assert plt.get_fignums() == []
+
+
+def test_widget_drawings_in_parallel_threads_are_exact(explorer):
+    """Callbacks draw on a thread of their own while cells draw pyplot figures: pictures drawn
+    concurrently must equal the one drawn alone, byte for byte."""
+    import threading
+
+    import matplotlib.pyplot as plt
+    alone = explorer.png()
+    got, errors = [], []
+
+    def worker():
+        try:
+            got.append(explorer.png())
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(3):                         # the "cell" meanwhile: pyplot on this thread
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        ax.set_title("$x^2$")
+        fig.canvas.draw()
+        plt.close(fig)
+    for t in threads:
+        t.join()
+    assert not errors
+    assert got == [alone] * 3
+
+
+# ------------------------------------------------------ widget: how a notebook stores it
+def test_widget_mimebundle_carries_the_picture(counted):
+    """JupyterLab renders the live widget; a viewer without widgets (GitHub) shows the
+    image/png of the same bundle, and text/plain says what the output is."""
+    from IPython.core.formatters import DisplayFormatter
+    explorer, calls = counted
+    box = explorer.widget()
+    data, _ = DisplayFormatter().format(box)
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert data["image/png"] == picture(box)
+    with Image.open(io.BytesIO(data["image/png"])) as img:
+        assert img.format == "PNG" and img.size == (840, 390)
+    text = data["text/plain"]
+    assert "VBox" not in text and "children" not in text
+    assert text.startswith("IEM explorer: ") and explorer.name in text
+    assert f"iteration {ITERS}" in text
+
+
+def test_widget_mimebundle_follows_the_controls(counted):
+    explorer, calls = counted
+    box = explorer.widget()
+    first = box._repr_mimebundle_()
+    controls(box)["IntSlider:iteration"].value = 2
+    second = box._repr_mimebundle_()
+    assert second["image/png"] != first["image/png"]
+    assert "iteration 2 of" in second["text/plain"]
+
+
+# ------------------------------------------------------------ the explorer's figure, read
+def drawn_text(explorer, monkeypatch) -> tuple[list, bytes]:
+    """Every string the Agg renderer draws into the explorer's picture: (text, points,
+    mathtext?, artist), and the PNG."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    drawn = []
+    draw_text = RendererAgg.draw_text
+
+    def spy(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
+        drawn.append((s, prop.get_size_in_points(), ismath, mtext))
+        return draw_text(self, gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
+
+    monkeypatch.setattr(RendererAgg, "draw_text", spy)
+    png = explorer.png()
+    monkeypatch.undo()
+    return drawn, png
+
+
+def test_figure_text_is_at_least_9_points_at_100_dpi(explorer, monkeypatch):
+    """Whatever size a notebook sets for text, every string drawn into the explorer's picture
+    is >= 9 pt at the picture's >= 100 dpi (12.5 pixels or more), and none is mathtext (its
+    parser is shared by all figures, so not safe beside a cell's plotting)."""
+    with matplotlib.rc_context({"font.size": 5, "xtick.labelsize": 5, "ytick.labelsize": 5,
+                                "legend.fontsize": 5, "axes.titlesize": 5, "axes.labelsize": 5}):
+        drawn, png = drawn_text(explorer, monkeypatch)
+    assert len(drawn) > 15                     # titles, labels, ticks and the legend
+    small = [(s, size) for s, size, _, _ in drawn if size < 9]
+    assert not small, small
+    assert not [s for s, _, ismath, _ in drawn if ismath], "mathtext in the explorer"
+    with Image.open(io.BytesIO(png)) as img:
+        w_in, h_in = explorer.figure().get_size_inches()
+        dpi = img.size[0] / w_in
+        assert dpi >= 100 and img.size[1] == pytest.approx(h_in * dpi, abs=1)
+
+
+def test_figure_text_is_not_cut_and_titles_do_not_collide(images, monkeypatch):
+    """With a long image name (a set and a file name, as notebook 03 names them), every
+    string drawn lies inside the picture, and no two panel titles overlap."""
+    x, y = next(iter(images.values()))
+    explorer = IEMExplorer({"weizmann_horse/horse_with_a_long_name_0123.jpg": (x, y)}, iters=ITERS)
+    drawn, png = drawn_text(explorer, monkeypatch)
+    # multi-line strings are drawn line by line without their artist: their titles are below
+    artists = [artist for _, _, _, artist in drawn if artist is not None]
+    assert len(artists) > 15
+    fig = artists[0].get_figure(root=True)
+    titles = [ax.title for ax in fig.axes if ax.title.get_text()]
+    assert len(titles) == 5
+    with Image.open(io.BytesIO(png)) as img:
+        assert (fig.bbox.width, fig.bbox.height) == img.size
+    for t in artists + titles:
+        box = t.get_window_extent()
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, \
+            (t.get_text(), box)
+    for i, a in enumerate(titles):
+        for b in titles[i + 1:]:
+            assert not a.get_window_extent().overlaps(b.get_window_extent()), (a.get_text(), b.get_text())
+
+
+@pytest.mark.parametrize("truth", [True, False], ids=["with ground truth", "without"])
+def test_figure_labels_every_axis(images, truth):
+    """Every axis that shows tick labels has a label (the picture panels have none)."""
+    x, y = next(iter(images.values()))
+    fig = IEMExplorer({"one": (x, y if truth else None)}, iters=5).figure()
+    fig.draw_without_rendering()
+    read = 0
+    for ax in fig.axes:
+        if not ax.axison:
+            continue
+        for axis in (ax.xaxis, ax.yaxis):
+            shown = [t for t in axis.get_ticklabels() if axis.get_visible() and t.get_visible() and t.get_text()]
+            if shown:
+                read += 1
+                assert axis.get_label_text().strip(), f"an axis of {ax.get_title()!r} has no label"
+    assert read == 3                           # iteration, L_inp (and IoU), the objective
+    left = [ax for ax in fig.axes if ax.axison and ax.get_ylabel() and ax.yaxis.get_label_position() == "left"]
+    assert left and ("IoU" in left[0].get_ylabel()) == truth
+
+
+def test_figure_is_not_a_pyplot_figure(explorer):
+    import matplotlib.pyplot as plt
+    plt.close("all")
+    fig = explorer.figure()
+    assert plt.get_fignums() == []
+    assert fig.get_dpi() >= 100
