@@ -130,6 +130,20 @@ def check(what: str, yours, expected, tol: float = 1e-4) -> None:
     print(f"{what}: your value = {_shown(y, tol)}, expected {_shown(e, tol)} ✓")
 
 
+def expect_array(what: str, value, shape: tuple[int, ...]):
+    """``value`` unchanged if it is an array (NumPy or PyTorch) of the given shape, so that a
+    check can compute with it; otherwise an :class:`ExerciseError` saying what it is instead."""
+    if value is None:
+        raise ExerciseError(f"{what}: your answer is None: does your function end with `return ...`?")
+    got = getattr(value, "shape", None)
+    if got is None:
+        raise ExerciseError(f"{what}: expected an array of shape {tuple(shape)}, your answer is "
+                            f"{type(value).__name__} {value!r:.60}")
+    if tuple(got) != tuple(shape):
+        raise ExerciseError(f"{what}: expected shape {tuple(shape)}, your answer has shape {tuple(got)}")
+    return value
+
+
 # ----------------------------------------------------------------------------- timings
 _WARM = False
 

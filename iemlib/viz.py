@@ -69,7 +69,7 @@ def _texts(fig):
 
 
 def _ticks_shown(axis) -> bool:
-    return any(t.get_visible() and t.get_text().strip() for t in axis.get_ticklabels())
+    return axis.get_visible() and any(t.get_visible() and t.get_text().strip() for t in axis.get_ticklabels())
 
 
 def figure_problems(fig, min_pt: float = MIN_FONT_PT, min_dpi: float = MIN_DPI) -> list[str]:
@@ -78,7 +78,8 @@ def figure_problems(fig, min_pt: float = MIN_FONT_PT, min_dpi: float = MIN_DPI) 
     * text smaller than ``min_pt`` points, or a figure stored below ``min_dpi``;
     * an axis that shows tick labels but has no label (a colour bar counts as an axis);
     * a 2-D image whose colours encode values (any colour map other than a grey map
-      showing at most three levels, as masks do) without a colour bar;
+      showing at most three levels, as masks do) without a colour bar for its colour map
+      and limits;
     * two texts of different axes that overlap, e.g. a long title running into the
       next panel."""
     from matplotlib.image import AxesImage
@@ -87,15 +88,18 @@ def figure_problems(fig, min_pt: float = MIN_FONT_PT, min_dpi: float = MIN_DPI) 
     if fig.dpi < min_dpi:
         problems.append(f"stored at {fig.dpi:g} dpi, below {min_dpi:g}")
     texts = _texts(fig)
+    # a colour bar serves every image drawn with its colour map and limits
+    explained = {(im.get_cmap().name, im.get_clim()) for ax in fig.axes for im in ax.get_images()
+                 if im.colorbar is not None}
     for t in texts:
         if t.get_fontsize() < min_pt:
             problems.append(f"text {t.get_text()[:40]!r} at {t.get_fontsize():g} pt, below {min_pt:g}")
     for ax in fig.axes:
-        if not ax.get_visible() or not ax.axison:
+        if not ax.get_visible():
             continue
         name = ax.get_title() or ax.get_label() or "an axes"
         for axis, label in ((ax.xaxis, ax.get_xlabel()), (ax.yaxis, ax.get_ylabel())):
-            if _ticks_shown(axis) and not label.strip():
+            if ax.axison and _ticks_shown(axis) and not label.strip():
                 which = "x" if axis is ax.xaxis else "y"
                 problems.append(f"{name[:40]!r}: the {which} axis has tick labels but no label")
         for im in ax.get_images():
@@ -104,7 +108,7 @@ def figure_problems(fig, min_pt: float = MIN_FONT_PT, min_dpi: float = MIN_DPI) 
             cmap = im.get_cmap().name
             levels = np.unique(np.ma.compressed(im.get_array()))
             categorical = cmap in ("gray", "Greys", "binary", "gray_r", "Greys_r") and len(levels) <= 3
-            if not categorical and im.colorbar is None:
+            if not categorical and (cmap, im.get_clim()) not in explained:
                 problems.append(f"{name[:40]!r}: an image in colour map {cmap!r} has no colour bar")
     boxes = [(t, t.get_window_extent(), getattr(t, "axes", None)) for t in texts]
     for i, (t1, b1, a1) in enumerate(boxes):

@@ -6,6 +6,7 @@ import os
 import stat
 import time
 
+import numpy as np
 import pytest
 
 from iemlib.series import markdown_table, pick, quick, results_dir, save_table
@@ -120,6 +121,23 @@ def test_check_explains_an_answer_that_is_not_a_number(yours, says):
     with pytest.raises(ExerciseError) as err:
         check("foreground term", yours, 0.3352)
     assert str(err.value).startswith("foreground term: ") and says in str(err.value)
+
+
+@pytest.mark.parametrize("yours, says", [(None, "is None"), (3.0, "expected an array of shape (2, 3), your answer is float 3.0"),
+                                         ("ones", "your answer is str"),
+                                         (np.zeros((3, 2)), "expected shape (2, 3), your answer has shape (3, 2)")])
+def test_expect_array_explains_what_it_got_instead(yours, says):
+    from iemlib.series import ExerciseError, expect_array
+    with pytest.raises(ExerciseError) as err:
+        expect_array("your my_smooth", yours, (2, 3))
+    assert str(err.value).startswith("your my_smooth: ") and says in str(err.value)
+
+
+def test_expect_array_passes_arrays_of_the_right_shape_through():
+    import torch
+    from iemlib.series import expect_array
+    a, b = np.zeros((2, 3)), torch.zeros(2, 3, dtype=torch.bool)
+    assert expect_array("x", a, (2, 3)) is a and expect_array("x", b, (2, 3)) is b
 
 
 def test_exercise_error_is_shown_in_jupyter_as_one_line():

@@ -458,6 +458,26 @@ def test_a_labelled_figure_with_a_colour_bar_has_no_problems():
         plt.close(fig)
 
 
+def test_one_colour_bar_serves_images_of_the_same_scale_and_twin_axes_need_no_x_label():
+    import matplotlib.pyplot as plt
+    from iemlib.viz import figure_problems
+    with _styled():
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3), layout="constrained")
+        data = np.random.default_rng(0).random((8, 8))
+        for ax in axes[:2]:
+            im = ax.imshow(data, cmap="RdBu_r", vmin=-1, vmax=1)
+            ax.set_axis_off()
+        fig.colorbar(im, ax=axes[:2], label="value")
+        axes[2].plot([0, 1], [0, 1])
+        axes[2].set_xlabel("t")
+        axes[2].set_ylabel("left")
+        axes[2].twinx().set_ylabel("right")
+        assert figure_problems(fig) == []
+        axes[0].images[0].set_clim(0, 2)             # another scale: the bar no longer applies
+        assert any("no colour bar" in p for p in figure_problems(fig))
+        plt.close(fig)
+
+
 @pytest.mark.parametrize("spoil, says", [
     (lambda fig, ax: ax.set_title("tiny", fontsize=7), "at 7 pt, below 9"),
     (lambda fig, ax: ax.set_ylabel(""), "the y axis has tick labels but no label"),
