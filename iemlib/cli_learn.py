@@ -126,8 +126,7 @@ def cmd_train_inpainter(args) -> int:
         result = train(task, HoledImages(corpus), cfg, resume=args.resume)
     except (TrainingError, CheckpointError) as err:
         raise _error(str(err)) from None
-    except TrainingInterrupted as err:
-        print(f"iem: {err}", file=sys.stderr)
+    except TrainingInterrupted as err:   # the loop has said where it stopped
         return err.code
     if dist.is_main():
         losses = ", ".join(f"{k} {v:.4f}" for k, v in result.losses.items())
@@ -174,8 +173,7 @@ def cmd_refine(args) -> int:
         res = refine(protocol, cfg, out, progress=not (args.quiet or args.json))
     except (RefineError, TrainingError, CheckpointError) as err:
         raise _error(str(err)) from None
-    except TrainingInterrupted as err:
-        print(f"iem: {err}", file=sys.stderr)
+    except TrainingInterrupted as err:   # the loop has said where it stopped
         return err.code
     if dist.is_main():
         if args.json:
