@@ -119,8 +119,8 @@ def test_skip_done_reruns_when_the_datasets_change(series, tmp_path, monkeypatch
     for sub in ("images", "masks"):
         (data / "new_set" / sub).mkdir(parents=True)
     from PIL import Image
-    Image.new("RGB", (8, 8)).save(data / "new_set" / "images" / "a.png")
-    Image.new("L", (8, 8)).save(data / "new_set" / "masks" / "a.png")
+    Image.new("RGB", (32, 32)).save(data / "new_set" / "images" / "a.png")   # a usable image
+    Image.new("L", (32, 32)).save(data / "new_set" / "masks" / "a.png")
     assert run(series, results, quick=True, skip_done=True) == 0
     assert "skipped" not in capsys.readouterr().out
     meta = nbformat.read(results / "notebooks" / "01_first.ipynb", as_version=4).metadata
