@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from . import distributed as dist
+from .sourcefiles import sha256sum as file_sha256
 
 
 def _error(message: str):
@@ -39,14 +40,6 @@ def add_inpainter_options(p: argparse.ArgumentParser) -> None:
                    help="fine-tune the network during IEM: N Adam steps on the current masks "
                         "before each update (Table 6's last row; 0 = weights fixed)")
     g.add_argument("--finetune-lr", type=float, default=1e-5, help="learning rate of --finetune-steps")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def inpainter_from_args(args):
