@@ -41,9 +41,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 #: Changes the notebook's explorer cell is due to receive, applied to the temporary copy so
 #: that the test sees the final state whether or not the stored notebook has them yet:
 #: (line as stored, line it becomes).
-NOTEBOOK_EDITS = [
-    ("show_jpeg(explorer.figure())   # the same view as a static figure\n", ""),
-]
+NOTEBOOK_EDITS: list[tuple[str, str]] = []
 
 UPLOADS = 9          # good pictures uploaded in a row: a one-in-three failure survives 9 with p < 3 %
 QUIET = 1.5          # seconds without a new picture after which a change counts as finished

@@ -62,3 +62,10 @@ def test_checked_cells_print_nothing_machine_dependent(path):
         if c["cell_type"] == "code" and "NBVAL_CHECK_OUTPUT" in src:
             found += [f"cell {i}: {what}" for what in machine_dependent(_text(c.get("outputs", [])))]
     assert not found, f"{path.name}: " + "; ".join(found)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_raw_widget_repr_is_stored(path):
+    """A widget's stored text/plain is what a viewer without widgets shows: never the raw
+    ``VBox(children=...)`` of ipywidgets."""
+    assert "VBox(children=" not in path.read_text(), f"{path.name}: a raw widget repr is stored"
