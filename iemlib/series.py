@@ -1,12 +1,17 @@
-"""Small helpers shared by the notebook series: the quick switch and data discovery.
+"""Small helpers shared by the notebook series: the quick switch, data discovery, the
+first cell of every notebook, the exercises' self-checks, timings and tables.
 
 ``IEM_QUICK=1`` shrinks image counts and iterations so that the whole series runs in
 minutes under test; without it, notebooks run the paper's settings on the data present.
 """
 from __future__ import annotations
 
+import math
 import os
+import time
 from pathlib import Path
+
+import numpy as np
 
 from .atomic import atomic_path
 from .data import data_root
@@ -26,6 +31,15 @@ def mode_banner() -> str:
     """One line saying which mode a notebook runs in and where its data comes from."""
     mode = "QUICK mode (IEM_QUICK=1): fewer images and iterations" if quick() else "full run"
     return f"{mode}; data root: {Path(data_root()).resolve()}"
+
+
+def setup() -> None:
+    """The first thing every notebook of the series runs: the figure style that keeps
+    stored figures readable (:func:`iemlib.viz.use_series_style`), then one line saying
+    which mode the notebook runs in and where its data comes from."""
+    from .viz import use_series_style
+    use_series_style()
+    print(mode_banner())
 
 
 def local_sets(root: Path | None = None) -> list[str]:
@@ -69,6 +83,116 @@ def left_out_note(left_out) -> str:
     if other:
         parts.append(f"{', '.join(other)} (not named in IEM_SETS)")
     return "left out: " + "; ".join(parts) + ". IEM_SETS=name,name,... chooses the sets."
+
+
+# --------------------------------------------------------------------------- exercises
+class ExerciseError(AssertionError):
+    """An exercise's self-check failed. The message names the check, your value and the
+    expected one. In Jupyter it is shown as that one line (IPython calls
+    ``_render_traceback_`` instead of printing a traceback); the cell still fails."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"✗ {self}"]
+
+
+def _as_number(what: str, value) -> float:
+    """``value`` (a Python, NumPy or PyTorch scalar, or a one-element array) as a float;
+    anything else raises :class:`ExerciseError` saying what was given instead."""
+    if value is None:
+        raise ExerciseError(f"{what}: your answer is None: does your function end with `return ...`?")
+    if hasattr(value, "detach"):                       # a torch tensor, on any device
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ExerciseError(f"{what}: expected a number, your answer is {type(value).__name__} {value!r:.60}")
+    if arr.size != 1:
+        raise ExerciseError(f"{what}: expected one number, your answer has shape {tuple(arr.shape)}")
+    return float(arr.reshape(()).item())
+
+
+def _shown(value: float, tol: float) -> str:
+    """A value printed with as many decimals as the tolerance resolves (at most 8), so
+    that a wrong answer looks different from the expected one."""
+    if tol <= 0 or not math.isfinite(value):
+        return f"{value:.6g}"
+    decimals = min(8, max(0, math.ceil(-math.log10(tol))))
+    return f"{value:.{decimals}f}"
+
+
+def check(what: str, yours, expected, tol: float = 1e-4) -> None:
+    """An exercise's self-check: prints ``what: your value = ..., expected ... ✓`` when
+    ``|yours - expected| <= tol``, else raises :class:`ExerciseError` with the same values
+    and the allowed difference (a NaN never passes)."""
+    y, e = _as_number(what, yours), _as_number(f"{what} (expected value)", expected)
+    if not abs(y - e) <= tol:
+        raise ExerciseError(f"{what}: your value = {_shown(y, tol)}, expected {_shown(e, tol)} "
+                            f"(allowed difference {tol:g}). Look again at your code above.")
+    print(f"{what}: your value = {_shown(y, tol)}, expected {_shown(e, tol)} ✓")
+
+
+# ----------------------------------------------------------------------------- timings
+_WARM = False
+
+
+def warm_up(device=None) -> None:
+    """Run IEM once on two small random images, so that first-call costs (PyTorch's
+    thread pool, memory allocation, kernel selection) never land in a timed block.
+    Does something only the first time it is called in a process."""
+    global _WARM
+    if _WARM:
+        return
+    import torch
+
+    from .iem import IEMConfig, segment
+    gen = torch.Generator().manual_seed(0)
+    segment(torch.rand(2, 3, 128, 128, generator=gen) * 2 - 1, IEMConfig(iters=3, device=device))
+    _WARM = True
+
+
+class Stopwatch:
+    """Wall time of a block, with the conditions it ran under: the one way the series
+    times anything.
+
+    ``with Stopwatch("IEM on 50 images") as sw: ...`` warms up first (:func:`warm_up`),
+    then measures; ``str(sw)`` says how long it took, with how many PyTorch threads, on
+    which device, how busy this process kept the CPU, and the machine's load average at
+    the end (which counts this run too: what is above it ran beside it). Times are
+    comparable only between blocks whose conditions match."""
+
+    def __init__(self, label: str, device=None):
+        self.label = label
+        self.device = device
+        self.seconds = float("nan")
+        self.cpu_seconds = float("nan")
+
+    def __enter__(self) -> "Stopwatch":
+        warm_up(self.device)
+        self._cpu0, self._t0 = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        from .iem import resolve_device
+        device = resolve_device(self.device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.seconds = time.perf_counter() - self._t0
+        self.cpu_seconds = time.process_time() - self._cpu0
+        self.threads = torch.get_num_threads()
+        self.device_name = str(device)
+        self.cpus = os.cpu_count() or 1
+        self.load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+    def conditions(self) -> str:
+        """Everything but the time, e.g. "warm; 2 torch threads on cpu; ..."."""
+        busy = self.cpu_seconds / self.seconds if self.seconds > 0 else float("nan")
+        return (f"warm; {self.threads} torch thread{'s' * (self.threads != 1)} on {self.device_name}; "
+                f"this process kept {busy:.1f} CPUs busy; load average {self.load:.1f} "
+                f"on {self.cpus} CPUs at the end, this run included")
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.seconds:.1f} s ({self.conditions()})"
 
 
 # ------------------------------------------------------------------------------ tables

@@ -26,6 +26,102 @@ def mask_image(m) -> np.ndarray:
     return m
 
 
+# ------------------------------------------------------------------ the series' style
+#: Smallest font size, in points, of any text in a stored figure, and the smallest
+#: resolution it is stored at: 9 pt at 100 dpi is 12.5 pixels, readable on a laptop and
+#: in a repository browser, which shows the stored image at its own size.
+MIN_FONT_PT = 9
+MIN_DPI = 100
+
+SERIES_STYLE = {
+    "figure.dpi": MIN_DPI, "savefig.dpi": MIN_DPI,
+    "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "figure.titlesize": 11,
+    "xtick.labelsize": MIN_FONT_PT, "ytick.labelsize": MIN_FONT_PT,
+    "legend.fontsize": MIN_FONT_PT, "legend.title_fontsize": MIN_FONT_PT,
+}
+
+
+def use_series_style() -> None:
+    """Set :data:`SERIES_STYLE` in matplotlib's rcParams (every notebook calls this once,
+    through :func:`iemlib.series.setup`)."""
+    import matplotlib.pyplot as plt   # activates the notebook backend before the update
+    plt.rcParams.update(SERIES_STYLE)
+
+
+def show_jpeg(fig, quality: int = 85) -> None:
+    """Display a figure of photographs as a JPEG (far smaller than a PNG in a stored
+    notebook) at :data:`MIN_DPI` or more, then close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+    buf = io.BytesIO()
+    fig.savefig(buf, format="jpeg", bbox_inches="tight", dpi=max(MIN_DPI, fig.dpi),
+                pil_kwargs={"quality": quality})
+    plt.close(fig)
+    display(Image(data=buf.getvalue(), format="jpeg"))
+
+
+def _texts(fig):
+    """Every visible, non-empty text of a drawn figure (tick labels included)."""
+    from matplotlib.text import Text
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def _ticks_shown(axis) -> bool:
+    return any(t.get_visible() and t.get_text().strip() for t in axis.get_ticklabels())
+
+
+def figure_problems(fig, min_pt: float = MIN_FONT_PT, min_dpi: float = MIN_DPI) -> list[str]:
+    """What makes a figure hard to read, one line per problem ([] if none):
+
+    * text smaller than ``min_pt`` points, or a figure stored below ``min_dpi``;
+    * an axis that shows tick labels but has no label (a colour bar counts as an axis);
+    * a 2-D image whose colours encode values (any colour map other than a grey map
+      showing at most three levels, as masks do) without a colour bar;
+    * two texts of different axes that overlap, e.g. a long title running into the
+      next panel."""
+    from matplotlib.image import AxesImage
+    fig.canvas.draw()
+    problems = []
+    if fig.dpi < min_dpi:
+        problems.append(f"stored at {fig.dpi:g} dpi, below {min_dpi:g}")
+    texts = _texts(fig)
+    for t in texts:
+        if t.get_fontsize() < min_pt:
+            problems.append(f"text {t.get_text()[:40]!r} at {t.get_fontsize():g} pt, below {min_pt:g}")
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.axison:
+            continue
+        name = ax.get_title() or ax.get_label() or "an axes"
+        for axis, label in ((ax.xaxis, ax.get_xlabel()), (ax.yaxis, ax.get_ylabel())):
+            if _ticks_shown(axis) and not label.strip():
+                which = "x" if axis is ax.xaxis else "y"
+                problems.append(f"{name[:40]!r}: the {which} axis has tick labels but no label")
+        for im in ax.get_images():
+            if not isinstance(im, AxesImage) or im.get_array() is None or im.get_array().ndim != 2:
+                continue
+            cmap = im.get_cmap().name
+            levels = np.unique(np.ma.compressed(im.get_array()))
+            categorical = cmap in ("gray", "Greys", "binary", "gray_r", "Greys_r") and len(levels) <= 3
+            if not categorical and im.colorbar is None:
+                problems.append(f"{name[:40]!r}: an image in colour map {cmap!r} has no colour bar")
+    boxes = [(t, t.get_window_extent(), getattr(t, "axes", None)) for t in texts]
+    for i, (t1, b1, a1) in enumerate(boxes):
+        for t2, b2, a2 in boxes[i + 1:]:
+            if a1 is not a2 and a1 is not None and a2 is not None and b1.overlaps(b2):
+                problems.append(f"texts {t1.get_text()[:30]!r} and {t2.get_text()[:30]!r} overlap")
+    # a text running into another panel (twin axes share their panel and are skipped)
+    panels = [(ax, ax.get_window_extent()) for ax in fig.axes if ax.get_visible()]
+    for t, box, owner in boxes:
+        for ax, panel in panels:
+            if ax is owner or owner is None or ax.get_position().bounds == owner.get_position().bounds:
+                continue
+            if box.overlaps(panel):
+                problems.append(f"text {t.get_text()[:30]!r} runs into the panel {ax.get_title()[:30]!r}")
+    return problems
+
+
 def overview_figure(x, y, masks, title: str | None = None, n: int | None = None, inpaint=None):
     """A grid, one row per image: image | ground truth | IEM mask | (inpainting).
 

@@ -1,8 +1,10 @@
-"""iemlib.series: the quick switch and where tables go."""
+"""iemlib.series: the quick switch, where tables go, the exercises' self-checks, the first
+cell of every notebook and the timings."""
 from __future__ import annotations
 
 import os
 import stat
+import time
 
 import pytest
 
@@ -74,3 +76,95 @@ def test_evaluation_sets_leave_out_scenes_unless_named(monkeypatch):
     used, out = evaluation_sets(found)
     assert used == ["coco_mval", "weizmann_horse"] and out == ["grabcut"]
     assert "not named in IEM_SETS" in left_out_note(out)
+
+
+# --------------------------------------------------------------------------- exercises
+def test_check_passes_within_the_tolerance_and_prints_one_line(capsys):
+    from iemlib.series import check
+    check("weather table", 0.39731, 0.3973, tol=1e-4)
+    assert capsys.readouterr().out == "weather table: your value = 0.3973, expected 0.3973 ✓\n"
+
+
+@pytest.mark.parametrize("yours", [0.4, float("nan"), float("inf")])
+def test_check_fails_with_a_message_naming_the_check_and_both_values(yours):
+    from iemlib.series import ExerciseError, check
+    with pytest.raises(ExerciseError) as err:
+        check("random 3 x 4 table", yours, 0.1949, tol=1e-4)
+    message = str(err.value)
+    assert message.startswith("random 3 x 4 table: your value = ")
+    assert "expected 0.1949" in message and "allowed difference 0.0001" in message
+    assert "\n" not in message
+    assert isinstance(err.value, AssertionError)     # a plain `assert`-style failure elsewhere
+
+
+def test_a_wrong_answer_shows_enough_decimals_to_differ_from_the_expected_one():
+    from iemlib.series import ExerciseError, check
+    with pytest.raises(ExerciseError, match=r"your value = 0\.39740, expected 0\.39730"):
+        check("close but wrong", 0.3974, 0.3973, tol=1e-5)
+
+
+def test_check_accepts_numpy_and_torch_scalars_and_one_element_arrays(capsys):
+    import numpy as np
+    import torch
+    from iemlib.series import check
+    for value in (np.float32(2.5), np.array([2.5]), torch.tensor(2.5), torch.tensor([[2.5]]), 2.5, True * 2.5):
+        check("x", value, 2.5, tol=0)
+    assert capsys.readouterr().out.count("✓") == 6
+
+
+@pytest.mark.parametrize("yours, says", [(None, "None: does your function end with `return"),
+                                         ("0.3", "expected a number"),
+                                         ([1.0, 2.0], "expected one number, your answer has shape (2,)")])
+def test_check_explains_an_answer_that_is_not_a_number(yours, says):
+    from iemlib.series import ExerciseError, check
+    with pytest.raises(ExerciseError) as err:
+        check("foreground term", yours, 0.3352)
+    assert str(err.value).startswith("foreground term: ") and says in str(err.value)
+
+
+def test_exercise_error_is_shown_in_jupyter_as_one_line():
+    from iemlib.series import ExerciseError
+    lines = ExerciseError("sigma(ground truth): your value = 1, expected 2")._render_traceback_()
+    assert lines == ["✗ sigma(ground truth): your value = 1, expected 2"]
+
+
+# ------------------------------------------------------------------------ setup, timing
+def test_setup_sets_a_readable_figure_style_and_prints_the_mode(capsys, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from iemlib.series import setup
+    monkeypatch.setenv("IEM_QUICK", "1")
+    with matplotlib.rc_context():
+        setup()
+        assert plt.rcParams["figure.dpi"] >= 100 and plt.rcParams["savefig.dpi"] >= 100
+        for key in ("font.size", "axes.titlesize", "axes.labelsize", "xtick.labelsize",
+                    "ytick.labelsize", "legend.fontsize"):
+            size = matplotlib.font_manager.FontProperties(size=plt.rcParams[key]).get_size_in_points()
+            assert size >= 9, key
+    assert capsys.readouterr().out.startswith("QUICK mode")
+
+
+def test_stopwatch_measures_and_states_its_conditions(monkeypatch):
+    import torch
+    from iemlib import series
+    monkeypatch.setattr(series, "_WARM", True)          # the warm-up itself is not under test
+    with series.Stopwatch("a short sleep", device="cpu") as sw:
+        time.sleep(0.05)
+    assert 0.05 <= sw.seconds < 5
+    text = str(sw)
+    assert text.startswith("a short sleep: ") and " s (warm; " in text
+    assert f"{torch.get_num_threads()} torch thread" in text and "on cpu" in text
+    assert "load average" in text and "this run included" in text
+    # sleeping keeps no CPU busy: the busy figure comes from the process's CPU time
+    assert "kept 0.0 CPUs busy" in text or "kept 0.1 CPUs busy" in text
+
+
+def test_warm_up_runs_once(monkeypatch):
+    from iemlib import series
+    calls = []
+    monkeypatch.setattr(series, "_WARM", False)
+    monkeypatch.setattr("iemlib.iem.segment", lambda *a, **k: calls.append(a))
+    series.warm_up("cpu")
+    series.warm_up("cpu")
+    assert len(calls) == 1

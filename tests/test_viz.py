@@ -430,3 +430,81 @@ def test_overview_title_fits_inside_the_figure(images):
         assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, (box, fig.bbox)
         top_axes = max(ax.get_window_extent().y1 for ax in fig.axes)
         assert box.y0 >= top_axes - 1, "the title overlaps the panels"
+
+
+# ------------------------------------------------------------------ readable figures
+def _styled():
+    """A context with the series' figure style."""
+    import matplotlib.pyplot as plt
+    from iemlib.viz import SERIES_STYLE
+    return plt.rc_context(SERIES_STYLE)
+
+
+def test_a_labelled_figure_with_a_colour_bar_has_no_problems():
+    import matplotlib.pyplot as plt
+    from iemlib.viz import figure_problems
+    with _styled():
+        fig, axes = plt.subplots(1, 3, figsize=(10, 3), layout="constrained")
+        axes[0].plot([0, 1], [1, 0])
+        axes[0].set_xlabel("iteration")
+        axes[0].set_ylabel("L_inp")
+        im = axes[1].imshow(np.random.default_rng(0).random((8, 8)), cmap="magma")
+        axes[1].set_xlabel("column")
+        axes[1].set_ylabel("row")
+        fig.colorbar(im, ax=axes[1], label="weight")
+        axes[2].imshow(np.eye(8), cmap="gray", vmin=0, vmax=1)    # a mask: two levels
+        axes[2].set_axis_off()
+        assert figure_problems(fig) == []
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("spoil, says", [
+    (lambda fig, ax: ax.set_title("tiny", fontsize=7), "at 7 pt, below 9"),
+    (lambda fig, ax: ax.set_ylabel(""), "the y axis has tick labels but no label"),
+    (lambda fig, ax: fig.set_dpi(80), "stored at 80 dpi"),
+    (lambda fig, ax: ax.imshow(np.random.default_rng(0).random((8, 8))), "has no colour bar"),
+    (lambda fig, ax: fig.axes[1].set_title("a title far too long for its narrow panel " * 3),
+     "overlap"),
+])
+def test_figure_problems_finds_each_kind_of_problem(spoil, says):
+    import matplotlib.pyplot as plt
+    from iemlib.viz import figure_problems
+    with _styled():
+        fig, axes = plt.subplots(1, 2, figsize=(6, 2.5))
+        for ax in axes:
+            ax.plot([0, 1], [0, 1])
+            ax.set_xlabel("x")
+            ax.set_ylabel("y")
+            ax.set_title("ok")
+        spoil(fig, axes[0])
+        problems = figure_problems(fig)
+        plt.close(fig)
+    assert any(says in p for p in problems), problems
+
+
+def test_the_overview_figure_is_readable(images):
+    import matplotlib.pyplot as plt
+    from iemlib.viz import figure_problems
+    x = torch.stack([torch.as_tensor(v[0]) for v in images.values()])
+    y = torch.stack([torch.as_tensor(v[1]) for v in images.values()])[:, None]
+    with _styled():
+        fig = overview_figure(x, y, y == 1, title="IEM on the demo set", inpaint=x)
+        assert figure_problems(fig) == []
+        plt.close(fig)
+
+
+def test_show_jpeg_stores_at_100_dpi_or_more(monkeypatch):
+    import io
+    import matplotlib.pyplot as plt
+    from IPython.display import Image as IPImage
+    from iemlib import viz
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    fig = plt.figure(figsize=(4, 2), dpi=50)
+    fig.add_axes((0, 0, 1, 1)).imshow(np.zeros((4, 4, 3)), aspect="auto")   # fills the figure
+    viz.show_jpeg(fig)
+    assert len(shown) == 1 and isinstance(shown[0], IPImage)
+    with Image.open(io.BytesIO(shown[0].data)) as img:
+        assert img.format == "JPEG"
+        assert img.size[0] >= 0.9 * 4 * viz.MIN_DPI        # 4 inches at >= 100 dpi (tight box)
+    assert not plt.fignum_exists(fig.number)               # closed after showing
