@@ -313,13 +313,13 @@ class _Cache:
         dist.barrier()
 
 
-def _iem_stage(cache, name, x, names, cfg: IEMConfig, init=None, init_key=None):
+def _iem_stage(cache, name, x, names, cfg: IEMConfig, init=None, init_key=None, progress=True):
     key = _key(stage=name, names=names, iem=dataclasses.asdict(cfg), init=init_key)
     hit = cache.get(name, key)
     if hit is not None:
         return hit["masks"], hit["errors"]
     _say(f"IEM on {len(names)} images ({name})")
-    res = segment_sharded(x, cfg, init_masks=init, progress=True)
+    res = segment_sharded(x, cfg, init_masks=init, progress=progress)
     cache.put(name, key, masks=res.masks, errors=res.inpainting_error)
     return res.masks, res.inpainting_error
 
@@ -366,7 +366,8 @@ def _scores(masks, y) -> dict:
 
 def refine(protocol: Protocol, config: RefineConfig | None = None, out=None,
            progress: bool = True) -> RefineResult:
-    """Run (or resume) the refinement phase; see the module docstring."""
+    """Run (or resume) the refinement phase; see the module docstring. ``progress``: the
+    bars of IEM and of the training on stderr (one line per stage is said either way)."""
     from .segnet_task import MaskedImages, SegNetTask, load_segnet, predict_probabilities
     from .training import TrainConfig, steps_per_epoch, train
 
@@ -383,7 +384,7 @@ def refine(protocol: Protocol, config: RefineConfig | None = None, out=None,
 
     # 1-2: IEM on the training images, pseudo-labels by inpainting error
     train_masks, train_err = _iem_stage(cache, "iem_train.pt", protocol.train_x,
-                                        protocol.train_names, cfg.iem)
+                                        protocol.train_names, cfg.iem, progress=progress)
     k = cfg.pseudo_label_count(len(protocol.train_names))
     chosen = rank_pseudo_labels(train_err, k)
     names = [protocol.train_names[i] for i in chosen]
@@ -429,12 +430,13 @@ def refine(protocol: Protocol, config: RefineConfig | None = None, out=None,
     if protocol.transductive:
         iem_masks = train_masks
     else:
-        iem_masks, _ = _iem_stage(cache, "iem_test.pt", protocol.test_x, protocol.test_names, cfg.iem)
+        iem_masks, _ = _iem_stage(cache, "iem_test.pt", protocol.test_x, protocol.test_names, cfg.iem,
+                                  progress=progress)
     masks = {"iem": iem_masks, "segnet": seg}
     # 6: IEM again from the network's masks
     if cfg.then_iem:
         again, _ = _iem_stage(cache, f"segnet_iem_test-{tkey[:8]}.pt", protocol.test_x, protocol.test_names,
-                              cfg.iem, init=seg, init_key=skey)
+                              cfg.iem, init=seg, init_key=skey, progress=progress)
         masks["segnet_iem"] = again
     scores = {name: _scores(m, protocol.test_y) for name, m in masks.items()}
     return RefineResult(n=len(protocol.test_names), pseudo_labels=k,

@@ -183,3 +183,11 @@ def test_head_keeps_the_split_and_a_transductive_protocol_its_identity(tmp_path)
     assert torch.equal(t.train_x, t.test_x)
     with pytest.raises(rf.RefineError):
         rf.protocol_for(folder).head(0)
+
+
+def test_no_progress_means_no_bars_only_one_line_per_stage(tmp_path, capfd):
+    p = rf.protocol_for(_blob_set(tmp_path, 4))
+    rf.refine(p, FAST.replace(iem=IEMConfig.paper(iters=2, device="cpu"), epochs=1, top=4),
+              tmp_path / "run", progress=False)
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert lines and all(line.startswith("refine: ") for line in lines), lines
