@@ -14,12 +14,16 @@ inputs or settings changed is computed again, and says so):
    ``min(8000, available)``, or a fraction of the available masks;
 3. ReDO's mask network trained on them with per-pixel binary cross-entropy, Adam, constant
    lr 1e-3, batch 128, 50 epochs, by the project's training loop (checkpoints, exact resume,
-   torchrun; ``segnet-<key>.pt`` and its CSV log);
-4. its masks on the **test** images, thresholded at 0.5 (``segnet_test.pt``);
+   torchrun; ``segnet-<key>-e<epochs>.pt`` and its CSV log). A run of more epochs with
+   otherwise the same settings starts from the longest shorter run in ``out`` (its
+   checkpoint and log copied, then resumed): the learning rate is constant and every random
+   draw is a function of the step, so this is the longer run exactly, and a sweep over
+   epochs costs no more than its longest run;
+4. its masks on the **test** images, thresholded at 0.5 (``segnet_test-<key>.pt``);
 5. IEM on the test images with the same protocol, for the "IEM" row (``iem_test.pt``; the
    training run is reused when training and test images are the same);
 6. optionally IEM again, started from the network's masks (the paper's "return to the first
-   phase"; ``segnet_iem_test.pt``).
+   phase"; ``segnet_iem_test-<key>.pt``).
 
 No ground truth is read before the evaluation: training images are loaded without masks.
 Under torchrun every IEM stage is shared over the processes (:mod:`iemlib.sharded`) and the
@@ -35,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -129,6 +134,24 @@ class Protocol:
     test_names: list[str]
     description: str
     transductive: bool
+
+    def head(self, n_train: int, n_test: int | None = None) -> "Protocol":
+        """The first ``n_train`` training and ``n_test`` (default ``n_train``) test images,
+        in the protocol's order, for a smaller run with the same split (``protocol_for``'s
+        ``limit`` cuts the set before splitting, which can leave one side empty). A
+        transductive protocol keeps its training and test images the same."""
+        n_test = n_train if n_test is None or self.transductive else n_test
+        if self.transductive:
+            n_train = n_test = min(n_train, n_test)
+        if n_train < 1 or n_test < 1:
+            raise RefineError(f"head needs at least one image on each side, got {n_train} and {n_test}")
+        tr, te = min(n_train, len(self.train_names)), min(n_test, len(self.test_names))
+        what = (f"the first {te} of {len(self.test_names)} images" if self.transductive else
+                f"the first {tr} of {len(self.train_names)} training and {te} of "
+                f"{len(self.test_names)} test images")
+        return Protocol(self.train_x[:tr], self.train_names[:tr], self.test_x[:te],
+                        self.test_y[:te], self.test_names[:te],
+                        f"{self.description}; here {what}", self.transductive)
 
 
 def _stems(path: Path) -> list[str]:
@@ -232,7 +255,9 @@ def _load_labelled(ds, indices):
 class RefineResult:
     """``scores``: {"iem", "segnet"[, "segnet_iem"]} -> {"acc", "iou", "dice"} (percent);
     ``n`` test images, ``pseudo_labels`` K, ``seconds`` of this call; the masks of every
-    row (``masks``), the pseudo-labels' names and errors, and the files written."""
+    row (``masks``), the pseudo-labels' names and errors, and the files written.
+    ``steps``: the training's total; ``start_step``: where this call's training started
+    (``steps`` when nothing was left to train, 0 for a fresh run)."""
 
     n: int
     pseudo_labels: int
@@ -244,6 +269,7 @@ class RefineResult:
     pseudo_label_errors: list[float]
     batch_size: int
     steps: int
+    start_step: int = 0
     train_masks: torch.Tensor | None = None
     train_errors: torch.Tensor | None = None
     checkpoint: Path | None = None
@@ -287,13 +313,13 @@ class _Cache:
         dist.barrier()
 
 
-def _iem_stage(cache, name, x, names, cfg: IEMConfig, init=None, init_key=None):
+def _iem_stage(cache, name, x, names, cfg: IEMConfig, init=None, init_key=None, progress=True):
     key = _key(stage=name, names=names, iem=dataclasses.asdict(cfg), init=init_key)
     hit = cache.get(name, key)
     if hit is not None:
         return hit["masks"], hit["errors"]
     _say(f"IEM on {len(names)} images ({name})")
-    res = segment_sharded(x, cfg, init_masks=init, progress=True)
+    res = segment_sharded(x, cfg, init_masks=init, progress=progress)
     cache.put(name, key, masks=res.masks, errors=res.inpainting_error)
     return res.masks, res.inpainting_error
 
@@ -305,6 +331,34 @@ def rank_pseudo_labels(errors: torch.Tensor, k: int) -> torch.Tensor:
     return torch.tensor(order[:k], dtype=torch.long)
 
 
+def _warm_start(out: Path, stem: str, target: Path, steps: int) -> int:
+    """Copy the checkpoint (and log) of the run in ``out`` named ``<stem>-e*.pt`` that got
+    furthest without passing ``steps`` to ``target``, unless ``target`` exists; returns the
+    step it starts from (0: none). Rank 0 only."""
+    from .checkpoints import CheckpointError, load
+
+    if target.exists():
+        return 0
+    best, best_step = None, 0
+    for path in sorted(out.glob(f"{stem}-e*.pt")):
+        if path == target:
+            continue
+        try:
+            step = load(path, task="segnet").get("step")
+        except CheckpointError:
+            continue  # a damaged file is not worth starting from
+        if isinstance(step, int) and best_step < step <= steps:
+            best, best_step = path, step
+    if best is None:
+        return 0
+    for src, dst in ((best, target), (best.with_suffix(".log.csv"), target.with_suffix(".log.csv"))):
+        if src.exists():
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+    _say(f"{target.name}: starting from {best.name} (step {best_step} of {steps})")
+    return best_step
+
+
 def _scores(masks, y) -> dict:
     s = evaluate(masks, y).summary()
     return {k: round(s[k], 3) for k in ("acc", "iou", "dice")}
@@ -312,8 +366,9 @@ def _scores(masks, y) -> dict:
 
 def refine(protocol: Protocol, config: RefineConfig | None = None, out=None,
            progress: bool = True) -> RefineResult:
-    """Run (or resume) the refinement phase; see the module docstring."""
-    from .segnet_task import MaskedImages, SegNetTask, load_segnet
+    """Run (or resume) the refinement phase; see the module docstring. ``progress``: the
+    bars of IEM and of the training on stderr (one line per stage is said either way)."""
+    from .segnet_task import MaskedImages, SegNetTask, load_segnet, predict_probabilities
     from .training import TrainConfig, steps_per_epoch, train
 
     cfg = config or RefineConfig()
@@ -329,7 +384,7 @@ def refine(protocol: Protocol, config: RefineConfig | None = None, out=None,
 
     # 1-2: IEM on the training images, pseudo-labels by inpainting error
     train_masks, train_err = _iem_stage(cache, "iem_train.pt", protocol.train_x,
-                                        protocol.train_names, cfg.iem)
+                                        protocol.train_names, cfg.iem, progress=progress)
     k = cfg.pseudo_label_count(len(protocol.train_names))
     chosen = rank_pseudo_labels(train_err, k)
     names = [protocol.train_names[i] for i in chosen]
@@ -346,28 +401,28 @@ def refine(protocol: Protocol, config: RefineConfig | None = None, out=None,
         raise RefineError(f"{k} pseudo-labels cannot be shared by {world} processes")
     steps = cfg.epochs * steps_per_epoch(k, batch)
     task = SegNetTask(lr=cfg.lr)
-    tkey = _key(stage="segnet", names=names, task=task.config(), batch=batch, steps=steps,
+    base = _key(stage="segnet", names=names, task=task.config(), batch=batch,
                 seed=cfg.seed, iem=dataclasses.asdict(cfg.iem))
-    ckpt = out / f"segnet-{tkey[:8]}.pt"
+    tkey = _key(base=base, steps=steps)
+    ckpt = out / f"segnet-{base[:8]}-e{cfg.epochs}.pt"
+    if dist.is_main():
+        _warm_start(out, f"segnet-{base[:8]}", ckpt, steps)
+    dist.barrier()
     data = MaskedImages(protocol.train_x[chosen], train_masks[chosen])
     tcfg = TrainConfig(out=ckpt, steps=steps, batch_size=batch, seed=cfg.seed,
                        checkpoint_every=cfg.checkpoint_every, log_every=max(1, steps_per_epoch(k, batch)),
                        device=cfg.device, progress=progress)
     _say(f"SegNet on {k} pseudo-labels: {cfg.epochs} epochs, batch {batch}, {steps} steps -> {ckpt.name}")
-    train(task, data, tcfg, resume=ckpt.exists())
+    trained = train(task, data, tcfg, resume=ckpt.exists())
     dist.barrier()
 
     # 4: its masks on the test images
     skey = _key(stage="segnet_test", ckpt=tkey, names=protocol.test_names, t=cfg.threshold)
-    hit = cache.get("segnet_test.pt", skey)
+    hit = cache.get(f"segnet_test-{tkey[:8]}.pt", skey)
     if hit is None:
         net = load_segnet(ckpt, device=tcfg.device or dist.device())
-        dev = next(net.parameters()).device
-        with torch.no_grad():
-            probs = torch.cat([net(protocol.test_x[i:i + 64].to(dev)).cpu()
-                               for i in range(0, len(protocol.test_x), 64)])
-        seg = probs >= cfg.threshold
-        cache.put("segnet_test.pt", skey, masks=seg)
+        seg = predict_probabilities(net, protocol.test_x) >= cfg.threshold
+        cache.put(f"segnet_test-{tkey[:8]}.pt", skey, masks=seg)
     else:
         seg = hit["masks"]
 
@@ -375,19 +430,20 @@ def refine(protocol: Protocol, config: RefineConfig | None = None, out=None,
     if protocol.transductive:
         iem_masks = train_masks
     else:
-        iem_masks, _ = _iem_stage(cache, "iem_test.pt", protocol.test_x, protocol.test_names, cfg.iem)
+        iem_masks, _ = _iem_stage(cache, "iem_test.pt", protocol.test_x, protocol.test_names, cfg.iem,
+                                  progress=progress)
     masks = {"iem": iem_masks, "segnet": seg}
     # 6: IEM again from the network's masks
     if cfg.then_iem:
-        again, _ = _iem_stage(cache, "segnet_iem_test.pt", protocol.test_x, protocol.test_names,
-                              cfg.iem, init=seg, init_key=skey)
+        again, _ = _iem_stage(cache, f"segnet_iem_test-{tkey[:8]}.pt", protocol.test_x, protocol.test_names,
+                              cfg.iem, init=seg, init_key=skey, progress=progress)
         masks["segnet_iem"] = again
     scores = {name: _scores(m, protocol.test_y) for name, m in masks.items()}
     return RefineResult(n=len(protocol.test_names), pseudo_labels=k,
                         seconds=time.perf_counter() - start, scores=scores, masks=masks,
                         protocol=protocol.description, pseudo_label_names=names,
                         pseudo_label_errors=errs, batch_size=batch, steps=steps,
-                        train_masks=train_masks, train_errors=train_err, checkpoint=ckpt,
+                        start_step=trained.start_step, train_masks=train_masks, train_errors=train_err, checkpoint=ckpt,
                         log=tcfg.log_path)
 
 

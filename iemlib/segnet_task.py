@@ -13,6 +13,7 @@ pseudo-labels mean; ``flip=False`` turns it off.
     data = MaskedImages(x, masks)                 # x (N, 3, 128, 128), masks (N, 1, 128, 128)
     train(task, data, TrainConfig(out="segnet.pt", steps=50 * (len(data) // 128), batch_size=128))
     net = load_segnet("segnet.pt")                # eval mode; net(x) -> probabilities
+    probs = predict_probabilities(net, x)         # (N, 1, 128, 128), in batches
 """
 from __future__ import annotations
 
@@ -109,4 +110,15 @@ def load_segnet(path, device=None) -> SegNet:
     return net.to(device or "cpu").eval()
 
 
-__all__ = ["SegNetTask", "MaskedImages", "load_segnet"]
+def predict_probabilities(net: SegNet, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """The network's foreground probabilities for images ``x`` (N, C, S, S) in [-1, 1]:
+    (N, 1, S, S) float32 on the CPU, computed on the network's device ``batch_size``
+    images at a time (instance norm makes each image's output independent of its batch)."""
+    dev = next(net.parameters()).device
+    with torch.no_grad():
+        return torch.cat([net(x[i:i + batch_size].to(dev)).float().cpu()
+                          for i in range(0, len(x), batch_size)]) if len(x) else \
+            torch.zeros(0, 1, *x.shape[-2:])
+
+
+__all__ = ["SegNetTask", "MaskedImages", "load_segnet", "predict_probabilities"]

@@ -138,3 +138,56 @@ def test_a_good_pseudo_label_set_teaches_the_network(tmp_path):
                     tmp_path / "run", progress=False)
     assert res.scores["iem"]["iou"] > 60, res.scores
     assert res.scores["segnet"]["iou"] > 50, res.scores
+
+
+def test_more_epochs_continue_the_shorter_run_exactly(tmp_path):
+    """A 4-epoch run started from a 2-epoch run of the same settings equals a fresh 4-epoch
+    run: same weights, same log, same masks (constant lr, randomness a function of the step)."""
+    from iemlib.checkpoints import load
+
+    p = rf.protocol_for(_blob_set(tmp_path, 6))
+    cfg = FAST.replace(iem=IEMConfig.paper(iters=4, device="cpu"), top=4, checkpoint_every=0)
+    short = rf.refine(p, cfg.replace(epochs=2), tmp_path / "a", progress=False)
+    longer = rf.refine(p, cfg.replace(epochs=4), tmp_path / "a", progress=False)
+    fresh = rf.refine(p, cfg.replace(epochs=4), tmp_path / "b", progress=False)
+    assert (short.steps, longer.steps, fresh.steps) == (2, 4, 4)
+    assert longer.start_step == 2 and fresh.start_step == 0 and short.start_step == 0
+    assert longer.checkpoint != short.checkpoint and short.checkpoint.exists()
+    a, b = load(longer.checkpoint, task="segnet"), load(fresh.checkpoint, task="segnet")
+    assert a["step"] == b["step"] == 4
+    for name, t in a["models"]["segnet"].items():
+        assert torch.equal(t, b["models"]["segnet"][name]), name
+
+    def losses(path):
+        return [line.split(",")[:2] for line in path.read_text().splitlines()]
+    assert losses(longer.log) == losses(fresh.log) and len(losses(fresh.log)) == 5  # header + 4
+    assert torch.equal(longer.masks["segnet"], fresh.masks["segnet"])
+    # the shorter run is still there, and a rerun of it trains nothing
+    again = rf.refine(p, cfg.replace(epochs=2), tmp_path / "a", progress=False)
+    assert again.start_step == again.steps == 2 and again.scores == short.scores
+    # a longer run is never started from: 3 epochs start afresh from the 2-epoch run
+    three = rf.refine(p, cfg.replace(epochs=3), tmp_path / "a", progress=False)
+    assert three.start_step == 2
+
+
+def test_head_keeps_the_split_and_a_transductive_protocol_its_identity(tmp_path):
+    folder = _blob_set(tmp_path, 8)
+    (folder / "test.txt").write_text("im005\nim006\nim007\n")
+    p = rf.protocol_for(folder).head(2, 1)
+    assert p.train_names == ["im000.png", "im001.png"] and p.test_names == ["im005.png"]
+    assert p.train_x.shape[0] == 2 and p.test_x.shape[0] == p.test_y.shape[0] == 1
+    assert not p.transductive and "first 2 of 5 training and 1 of 3 test" in p.description
+    (folder / "test.txt").unlink()
+    t = rf.protocol_for(folder).head(3, 5)
+    assert t.transductive and t.train_names == t.test_names == ["im000.png", "im001.png", "im002.png"]
+    assert torch.equal(t.train_x, t.test_x)
+    with pytest.raises(rf.RefineError):
+        rf.protocol_for(folder).head(0)
+
+
+def test_no_progress_means_no_bars_only_one_line_per_stage(tmp_path, capfd):
+    p = rf.protocol_for(_blob_set(tmp_path, 4))
+    rf.refine(p, FAST.replace(iem=IEMConfig.paper(iters=2, device="cpu"), epochs=1, top=4),
+              tmp_path / "run", progress=False)
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert lines and all(line.startswith("refine: ") for line in lines), lines

@@ -124,3 +124,16 @@ def test_load_segnet_rebuilds_from_the_file_alone(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"")
     with pytest.raises(ck.CheckpointError, match=r"bad\.pt: not a readable PyTorch file"):
         load_segnet(tmp_path / "bad.pt")
+
+
+def test_predict_probabilities_in_batches_equals_one_call():
+    from iemlib.segnet_task import predict_probabilities
+    torch.manual_seed(0)
+    net = SegNet(SegNetConfig(width=8, blocks=1, size=32)).eval()
+    x = torch.rand(5, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        whole = net(x)
+    got = predict_probabilities(net, x, batch_size=2)
+    assert got.shape == (5, 1, 32, 32) and got.dtype == torch.float32
+    assert torch.allclose(got, whole, atol=1e-6)
+    assert predict_probabilities(net, x[:0]).shape == (0, 1, 32, 32)
