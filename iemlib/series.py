@@ -131,11 +131,12 @@ def check(what: str, yours, expected, tol: float = 1e-4) -> None:
 
 
 def expect_array(what: str, value, shape: tuple[int, ...]):
-    """``value`` unchanged if it is an array (NumPy or PyTorch) of the given shape, so that a
-    check can compute with it; otherwise an :class:`ExerciseError` saying what it is instead."""
+    """``value`` unchanged if it is an array (NumPy or PyTorch), a tuple or a list of the given
+    shape, so that a check can compute with it; otherwise an :class:`ExerciseError` saying what
+    it is instead."""
     if value is None:
         raise ExerciseError(f"{what}: your answer is None: does your function end with `return ...`?")
-    got = getattr(value, "shape", None)
+    got = np.shape(value) if isinstance(value, (tuple, list)) else getattr(value, "shape", None)
     if got is None:
         raise ExerciseError(f"{what}: expected an array of shape {tuple(shape)}, your answer is "
                             f"{type(value).__name__} {value!r:.60}")

@@ -136,8 +136,9 @@ def test_expect_array_explains_what_it_got_instead(yours, says):
 def test_expect_array_passes_arrays_of_the_right_shape_through():
     import torch
     from iemlib.series import expect_array
-    a, b = np.zeros((2, 3)), torch.zeros(2, 3, dtype=torch.bool)
+    a, b, c = np.zeros((2, 3)), torch.zeros(2, 3, dtype=torch.bool), (1, 2, 3)
     assert expect_array("x", a, (2, 3)) is a and expect_array("x", b, (2, 3)) is b
+    assert expect_array("counts", c, (3,)) is c
 
 
 def test_exercise_error_is_shown_in_jupyter_as_one_line():
