@@ -100,8 +100,17 @@ def test_check_fails_with_a_message_naming_the_check_and_both_values(yours):
 
 def test_a_wrong_answer_shows_enough_decimals_to_differ_from_the_expected_one():
     from iemlib.series import ExerciseError, check
-    with pytest.raises(ExerciseError, match=r"your value = 0\.39740, expected 0\.39730"):
+    with pytest.raises(ExerciseError, match=r"your value = 0\.39740, expected 0\.39730 \(differs by 0\.0001,"):
         check("close but wrong", 0.3974, 0.3973, tol=1e-5)
+
+
+def test_values_are_shown_with_six_decimals_at_most(capsys):
+    from iemlib.series import ExerciseError, check
+    check("tight", 0.1658222812345, 0.1658222812349, tol=1e-9)
+    assert capsys.readouterr().out == "tight: your value = 0.165822, expected 0.165822 ✓\n"
+    # digits beyond the sixth are not shown, so a failure says by how much it is off
+    with pytest.raises(ExerciseError, match=r"0\.165822, expected 0\.165822 \(differs by 1e-08, allowed difference 1e-09\)"):
+        check("tight", 0.16582229, 0.16582228, tol=1e-9)
 
 
 def test_check_accepts_numpy_and_torch_scalars_and_one_element_arrays(capsys):
