@@ -111,11 +111,12 @@ def _as_number(what: str, value) -> float:
 
 
 def _shown(value: float, tol: float) -> str:
-    """A value printed with as many decimals as the tolerance resolves (at most 8), so
-    that a wrong answer looks different from the expected one."""
+    """A value printed with as many decimals as the tolerance resolves, at most 6: more
+    digits than that can be round-off, which differs between machines (a failing check
+    states the difference itself)."""
     if tol <= 0 or not math.isfinite(value):
         return f"{value:.6g}"
-    decimals = min(8, max(0, math.ceil(-math.log10(tol))))
+    decimals = min(6, max(0, math.ceil(-math.log10(tol))))
     return f"{value:.{decimals}f}"
 
 
@@ -125,17 +126,19 @@ def check(what: str, yours, expected, tol: float = 1e-4) -> None:
     and the allowed difference (a NaN never passes)."""
     y, e = _as_number(what, yours), _as_number(f"{what} (expected value)", expected)
     if not abs(y - e) <= tol:
+        differs = f"differs by {abs(y - e):.2g}, " if math.isfinite(y - e) else ""
         raise ExerciseError(f"{what}: your value = {_shown(y, tol)}, expected {_shown(e, tol)} "
-                            f"(allowed difference {tol:g}). Look again at your code above.")
+                            f"({differs}allowed difference {tol:g}). Look again at your code above.")
     print(f"{what}: your value = {_shown(y, tol)}, expected {_shown(e, tol)} ✓")
 
 
 def expect_array(what: str, value, shape: tuple[int, ...]):
-    """``value`` unchanged if it is an array (NumPy or PyTorch) of the given shape, so that a
-    check can compute with it; otherwise an :class:`ExerciseError` saying what it is instead."""
+    """``value`` unchanged if it is an array (NumPy or PyTorch), a tuple or a list of the given
+    shape, so that a check can compute with it; otherwise an :class:`ExerciseError` saying what
+    it is instead."""
     if value is None:
         raise ExerciseError(f"{what}: your answer is None: does your function end with `return ...`?")
-    got = getattr(value, "shape", None)
+    got = np.shape(value) if isinstance(value, (tuple, list)) else getattr(value, "shape", None)
     if got is None:
         raise ExerciseError(f"{what}: expected an array of shape {tuple(shape)}, your answer is "
                             f"{type(value).__name__} {value!r:.60}")

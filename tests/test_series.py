@@ -100,8 +100,17 @@ def test_check_fails_with_a_message_naming_the_check_and_both_values(yours):
 
 def test_a_wrong_answer_shows_enough_decimals_to_differ_from_the_expected_one():
     from iemlib.series import ExerciseError, check
-    with pytest.raises(ExerciseError, match=r"your value = 0\.39740, expected 0\.39730"):
+    with pytest.raises(ExerciseError, match=r"your value = 0\.39740, expected 0\.39730 \(differs by 0\.0001,"):
         check("close but wrong", 0.3974, 0.3973, tol=1e-5)
+
+
+def test_values_are_shown_with_six_decimals_at_most(capsys):
+    from iemlib.series import ExerciseError, check
+    check("tight", 0.1658222812345, 0.1658222812349, tol=1e-9)
+    assert capsys.readouterr().out == "tight: your value = 0.165822, expected 0.165822 ✓\n"
+    # digits beyond the sixth are not shown, so a failure says by how much it is off
+    with pytest.raises(ExerciseError, match=r"0\.165822, expected 0\.165822 \(differs by 1e-08, allowed difference 1e-09\)"):
+        check("tight", 0.16582229, 0.16582228, tol=1e-9)
 
 
 def test_check_accepts_numpy_and_torch_scalars_and_one_element_arrays(capsys):
@@ -136,8 +145,9 @@ def test_expect_array_explains_what_it_got_instead(yours, says):
 def test_expect_array_passes_arrays_of_the_right_shape_through():
     import torch
     from iemlib.series import expect_array
-    a, b = np.zeros((2, 3)), torch.zeros(2, 3, dtype=torch.bool)
+    a, b, c = np.zeros((2, 3)), torch.zeros(2, 3, dtype=torch.bool), (1, 2, 3)
     assert expect_array("x", a, (2, 3)) is a and expect_array("x", b, (2, 3)) is b
+    assert expect_array("counts", c, (3,)) is c
 
 
 def test_exercise_error_is_shown_in_jupyter_as_one_line():
