@@ -88,18 +88,29 @@ def load_state(module: torch.nn.Module, state: dict, path, name: str) -> None:
         raise CheckpointError(f"{path}: model {name!r} does not match this network ({detail})") from None
 
 
-def export_weights(checkpoint, out, provenance: dict, half: bool = True) -> Path:
+def export_weights(checkpoint, out, provenance: dict, half: bool = True,
+                   keep: tuple[str, ...] | None = None) -> Path:
     """Write the models of ``checkpoint`` (a path or a loaded dict) as a weights file
-    ``out`` (float16 if ``half``) plus the sidecar ``out.json`` holding ``provenance``."""
+    ``out`` (float16 if ``half``) plus the sidecar ``out.json`` holding ``provenance``.
+
+    ``keep`` names the models to write (None: all). Inference needs fewer than training:
+    the gated-convolution inpainter ships its generator without the discriminator, which
+    is larger than the generator and used only to train it."""
     data = load(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+    if keep is not None:
+        missing = sorted(set(keep) - set(data["models"]))
+        if missing:
+            raise CheckpointError(f"{checkpoint if not isinstance(checkpoint, dict) else 'checkpoint'}: "
+                                  f"holds no model {', '.join(map(repr, missing))} "
+                                  f"(has {sorted(data['models'])})")
     cast = (lambda t: t.half() if torch.is_floating_point(t) else t) if half else (lambda t: t)
     models = {name: {k: cast(v.detach().cpu()) for k, v in sd.items()}
-              for name, sd in data["models"].items()}
+              for name, sd in data["models"].items() if keep is None or name in keep}
     out = Path(out)
     save({"format": WEIGHTS, "task": data["task"], "task_config": data.get("task_config", {}),
           "models": models}, out)
     meta = {"task": data["task"], "task_config": data.get("task_config", {}),
-            "dtype": "float16" if half else "float32", **provenance}
+            "dtype": "float16" if half else "float32", "models": sorted(models), **provenance}
     with atomic_path(sidecar(out)) as tmp:
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return out

@@ -134,7 +134,7 @@ def cmd_train_inpainter(args) -> int:
                 "processes": dist.world_size(), "final_losses": result.losses,
                 "commit": _commit(), "checkpoint_sha256": file_sha256(cfg.out),
             }
-            out = export_weights(cfg.out, args.export, provenance)
+            out = export_weights(cfg.out, args.export, provenance, keep=("generator",))
             print(f"iem: float16 weights {out} ({out.stat().st_size / 1e6:.2f} MB) with "
                   f"provenance in {out.name}.json", file=sys.stderr)
     dist.cleanup()

@@ -33,6 +33,20 @@ def test_round_trip_and_half_export(tmp_path):
     assert torch.allclose(half.weight, net.weight, atol=1e-3)
 
 
+def test_export_keeps_only_the_models_named(tmp_path):
+    torch.manual_seed(0)
+    payload = _payload(torch.nn.Linear(3, 2))
+    payload["models"]["critic"] = torch.nn.Linear(5, 5).state_dict()
+    path = ck.save(payload, tmp_path / "a.pt")
+    out = ck.export_weights(path, tmp_path / "w.pt", {"command": "train"}, keep=("net",))
+    assert set(ck.load(out)["models"]) == {"net"}
+    assert json.loads(ck.sidecar(out).read_text())["models"] == ["net"]
+    assert set(ck.load(ck.export_weights(path, tmp_path / "all.pt", {}))["models"]) == {"net", "critic"}
+    with pytest.raises(ck.CheckpointError, match=r"a\.pt: holds no model 'generator'"):
+        ck.export_weights(path, tmp_path / "x.pt", {}, keep=("generator",))
+    assert not (tmp_path / "x.pt").exists()
+
+
 @pytest.mark.parametrize("make, problem", [
     (lambda p: None, "no such file"),
     (lambda p: p.mkdir(), "is a folder"),

@@ -77,6 +77,19 @@ def test_train_inpainter_resumes_to_the_total_and_exports_provenance(trained, ca
     assert code == 1 and len(errors) == 1 and str(copy) in errors[0] and "Traceback" not in err
 
 
+def test_exported_gan_weights_hold_the_generator_only(trained, capsys, tmp_path):
+    """The discriminator only trains the generator; shipping it would double the file."""
+    data, _, _ = trained
+    weights = tmp_path / "gan.w.pt"
+    code, _, err = _run(["train-inpainter", data, "--out", tmp_path / "gan.pt", "--width", "4",
+                         "--steps", "1", "--batch-size", "2", "--loss", "l1+gan", "--quiet",
+                         "--export", weights], capsys)
+    assert code == 0, err
+    assert set(ck.load(tmp_path / "gan.pt")["models"]) == {"generator", "discriminator"}
+    assert set(ck.load(weights)["models"]) == {"generator"}
+    assert json.loads(ck.sidecar(weights).read_text())["models"] == ["generator"]
+
+
 @pytest.mark.parametrize("argv, problem", [
     (["--width", "6"], "multiple of 4"),
     (["--steps", "0"], "at least 1"),
