@@ -33,7 +33,9 @@ def _error(message: str):
 def add_inpainter_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("learned inpainter (default: the paper's Gaussian inpainter)")
     g.add_argument("--inpainter", default=None, metavar="CKPT",
-                   help="a gated-convolution checkpoint or weights file (iem train-inpainter)")
+                   help="a gated-convolution checkpoint or weights file (iem train-inpainter), "
+                        "or the weights shipped with iemlib: 'gatedconv' (L1 + SN-PatchGAN) "
+                        "or 'gatedconv-l1' (L1 only)")
     g.add_argument("--inpainter-output", choices=("refined", "coarse"), default="refined",
                    help="use the refinement network's output (default) or the coarse one's")
     g.add_argument("--finetune-steps", type=int, default=0, metavar="N",
@@ -49,12 +51,12 @@ def inpainter_from_args(args):
             raise _error("--finetune-steps needs --inpainter (the Gaussian inpainter has no weights)")
         return None, None
     from .checkpoints import CheckpointError
-    from .gatedconv_inpainter import FineTune, GatedConvInpainter
+    from .gatedconv_inpainter import FineTune, GatedConvInpainter, weights_path
     if args.finetune_steps < 0 or not args.finetune_lr > 0:
         raise _error("--finetune-steps must be >= 0 and --finetune-lr > 0")
     finetune = FineTune(steps_per_iter=args.finetune_steps, lr=args.finetune_lr) if args.finetune_steps else None
-    path = Path(args.inpainter)
     try:
+        path = weights_path(args.inpainter)
         inp = GatedConvInpainter(path, output=args.inpainter_output, finetune=finetune)
     except CheckpointError as err:
         raise _error(str(err)) from None
@@ -115,6 +117,7 @@ def cmd_train_inpainter(args) -> int:
         print(f"iem: training the gated-convolution inpainter (cnum {args.width}, loss {args.loss}) "
               f"on {len(corpus)} images, {args.steps} steps of {args.batch_size}, "
               f"{dist.world_size()} process(es)", file=sys.stderr)
+    commit = _commit()   # now: the code in memory is this commit's, whatever HEAD is at the end
     try:
         result = train(task, HoledImages(corpus), cfg, resume=args.resume)
     except (TrainingError, CheckpointError) as err:
@@ -132,7 +135,7 @@ def cmd_train_inpainter(args) -> int:
                          "files_sha256": corpus_digest(corpus.files)},
                 "steps": result.step, "batch_size": args.batch_size, "seed": args.seed,
                 "processes": dist.world_size(), "final_losses": result.losses,
-                "commit": _commit(), "checkpoint_sha256": file_sha256(cfg.out),
+                "commit": commit, "checkpoint_sha256": file_sha256(cfg.out),
             }
             out = export_weights(cfg.out, args.export, provenance, keep=("generator",))
             print(f"iem: float16 weights {out} ({out.stat().st_size / 1e6:.2f} MB) with "

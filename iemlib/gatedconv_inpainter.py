@@ -67,8 +67,10 @@ class FineTune:
 
 
 def load_generator(path) -> tuple[GatedConvGenerator, GatedConvTaskConfig]:
-    """The generator of a "gatedconv" checkpoint or weights file, rebuilt from its
-    ``task_config``. Every problem is a :class:`CheckpointError` naming the file."""
+    """The generator of a "gatedconv" checkpoint or weights file (or a shipped name, see
+    :mod:`iemlib.weights`), rebuilt from its ``task_config``. Every problem is a
+    :class:`CheckpointError` naming the file."""
+    path = weights_path(path)
     data = load(path, task=TASK)
     try:
         config = GatedConvTaskConfig.from_dict(data.get("task_config"))
@@ -82,10 +84,21 @@ def load_generator(path) -> tuple[GatedConvGenerator, GatedConvTaskConfig]:
     return net, config
 
 
+def weights_path(spec):
+    """The file behind ``spec``: a path, or a shipped name ("gatedconv", "gatedconv-l1")."""
+    from . import weights
+    try:
+        return weights.resolve(spec)
+    except weights.MissingWeightsError as e:
+        raise CheckpointError(str(e)) from None
+
+
 class GatedConvInpainter:
     """IEM's inpainter from a trained gated-convolution generator.
 
-    source: a checkpoint or weights file of the "gatedconv" task, or a
+    source: a checkpoint or weights file of the "gatedconv" task, the name of weights
+        shipped with the package ("gatedconv": L1 + SN-PatchGAN, "gatedconv-l1": L1 only;
+        :mod:`iemlib.weights`), or a
         :class:`~iemlib.nets.gatedconv.GatedConvGenerator` (copied: the caller's module is
         never modified, moved or trained).
     output: "refined" (the full model) or "coarse" (only the coarse network runs).
@@ -180,4 +193,4 @@ def _matches(net: torch.nn.Module, like: torch.Tensor) -> bool:
     return p.device == like.device and p.dtype == like.dtype
 
 
-__all__ = ["GatedConvInpainter", "FineTune", "load_generator", "OUTPUTS"]
+__all__ = ["GatedConvInpainter", "FineTune", "load_generator", "weights_path", "OUTPUTS"]

@@ -226,6 +226,32 @@ def results_dir() -> Path:
     return root / "results" / "quick" if quick() else root / "results"
 
 
+def cached(folder, key: dict, compute):
+    """The result of ``compute()``, stored in ``folder`` under a name made of ``key``'s
+    values and a hash of all of it, and read back instead of recomputed when it is there:
+    a rerun of a notebook resumes where an interrupted one stopped, and a changed setting
+    (anything in ``key``) computes afresh. ``compute`` returns anything ``torch.save``
+    writes; the file is written atomically."""
+    import hashlib
+    import json
+
+    import torch
+
+    text = json.dumps(key, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    stem = "_".join(str(v) for v in key.values() if isinstance(v, (str, int)) and len(str(v)) < 24)
+    path = Path(folder) / f"{stem.replace('/', '-').replace(' ', '-')}_{digest}.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:               # unreadable (a disk problem): compute it again
+            pass
+    value = compute()
+    with atomic_path(path) as tmp:
+        torch.save(value, tmp)
+    return value
+
+
 def _cell(v) -> str:
     if isinstance(v, float):
         return "-" if v != v else f"{v:.1f}"
