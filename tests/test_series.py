@@ -9,7 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from iemlib.series import markdown_table, pick, quick, results_dir, save_table
+import torch
+
+from iemlib.series import cached, markdown_table, pick, quick, results_dir, save_table
 
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("yes", True), ("", False),
@@ -196,3 +198,21 @@ def test_warm_up_runs_once(monkeypatch):
     series.warm_up("cpu")
     series.warm_up("cpu")
     assert len(calls) == 1
+
+
+def test_cached_computes_once_per_key(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"iou": torch.tensor([0.5, 0.25])}
+
+    a = cached(tmp_path, {"set": "horse", "row": "gatedconv", "iters": 150}, compute)
+    b = cached(tmp_path, {"set": "horse", "row": "gatedconv", "iters": 150}, compute)
+    assert len(calls) == 1 and torch.equal(a["iou"], b["iou"])
+    cached(tmp_path, {"set": "horse", "row": "gatedconv", "iters": 20}, compute)
+    assert len(calls) == 2 and len(list(tmp_path.glob("*.pt"))) == 2
+    for f in tmp_path.glob("*.pt"):          # a damaged file is computed again, not an error
+        f.write_bytes(b"junk")
+    cached(tmp_path, {"set": "horse", "row": "gatedconv", "iters": 20}, compute)
+    assert len(calls) == 3 and not list(tmp_path.glob(".*"))

@@ -46,21 +46,3 @@ def test_nan_left_out_deterministic_and_tensors_accepted():
         paired_difference([1, 2], [1, 2, 3])
     assert np.isnan(bootstrap_mean([]).mean)
 
-
-def test_cached_computes_once_per_key(tmp_path):
-    from iemlib.series import cached
-    calls = []
-
-    def compute():
-        calls.append(1)
-        return {"iou": torch.tensor([0.5, 0.25])}
-
-    a = cached(tmp_path, {"set": "horse", "row": "gatedconv", "iters": 150}, compute)
-    b = cached(tmp_path, {"set": "horse", "row": "gatedconv", "iters": 150}, compute)
-    assert len(calls) == 1 and torch.equal(a["iou"], b["iou"])
-    cached(tmp_path, {"set": "horse", "row": "gatedconv", "iters": 20}, compute)
-    assert len(calls) == 2 and len(list(tmp_path.glob("*.pt"))) == 2
-    for f in tmp_path.glob("*.pt"):          # a damaged file is computed again, not an error
-        f.write_bytes(b"junk")
-    cached(tmp_path, {"set": "horse", "row": "gatedconv", "iters": 20}, compute)
-    assert len(calls) == 3 and not list(tmp_path.glob(".*"))
