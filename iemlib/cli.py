@@ -169,6 +169,11 @@ def cmd_segment(args) -> int:
     from .folder import FolderError, FolderJob, OutputError, segment_folder
     from .images import ImageError
 
+    from .cli_related import refuse_iem_only_options, segment_method, uses_other_method
+    if uses_other_method(args):
+        _no_inpainter(args)
+        return segment_method(args, CLIError, lambda m: CLIError(m, EXIT_WRITE))
+    refuse_iem_only_options(args, CLIError)
     if dist.world_size() > 1:
         raise CLIError("iem segment runs in one process (it streams the folder and writes each "
                        "mask as it settles); under torchrun, use iem evaluate or iem refine, or "
@@ -265,13 +270,23 @@ def _report_unlabelled(scores, dataset, where) -> None:
                  f"their masks (all unknown) and are left out of the means: {shown}")
 
 
+def _no_inpainter(args) -> None:
+    if getattr(args, "inpainter", None) is not None:
+        raise CLIError(f"--inpainter is IEM's; --method {args.method} has no inpainter")
+
+
 def cmd_evaluate(args) -> int:
     from . import distributed as dist
     from .cli_learn import inpainter_from_args
 
-    cfg = _config(args)
+    from .cli_related import evaluate_method, refuse_iem_only_options, uses_other_method
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be at least 1, got {args.limit}")
+    if uses_other_method(args):
+        _no_inpainter(args)
+        return evaluate_method(args, _open_set(args.set_dir), CLIError)
+    refuse_iem_only_options(args, CLIError)
+    cfg = _config(args)
     inpainter, _ = inpainter_from_args(args)
     dataset = _open_set(args.set_dir)
     dist.init()   # under torchrun: join the group; otherwise nothing
@@ -383,6 +398,7 @@ def cmd_data(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .cli_learn import add_inpainter_options, add_parsers
+    from .cli_related import METHOD_NOTES, add_method_options
     p = argparse.ArgumentParser(prog="iem", description=(
         "Inpainting Error Maximization (Savarese et al., CVPR 2021): unsupervised, "
         "learning-free foreground segmentation."), epilog=EXIT_CODES,
@@ -391,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("segment", help="segment every image of a folder, one PNG mask each",
-                       epilog=SEGMENT_NOTES + "\n\n" + EXIT_CODES,
+                       epilog=SEGMENT_NOTES + "\n\n" + METHOD_NOTES + "\n\n" + EXIT_CODES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("in_dir", help="folder of images (or a set folder with images/)")
     s.add_argument("out_dir", help="where the masks go (<image stem>.png, 0 / 255)")
@@ -403,9 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_iem_options(s)
     add_inpainter_options(s)
+    add_method_options(s)
     s.set_defaults(func=cmd_segment)
 
-    e = sub.add_parser("evaluate", help="run IEM on a labelled set and print accuracy / IoU / DICE")
+    e = sub.add_parser("evaluate", help="run IEM (or --method M) on a labelled set and print "
+                                        "accuracy / IoU / DICE", epilog=METHOD_NOTES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("set_dir", help="a folder with images/ and masks/, or a dataset name "
                                    "(flowers102, cub, lsun_car, demo, or a set under $IEM_DATA_DIR)")
     e.add_argument("--limit", type=int, default=None, help="the first N images in file-name order")
@@ -415,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_iem_options(e)
     add_inpainter_options(e)
+    add_method_options(e)
     e.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("demo", help="IEM on the composite demo set: metrics and an overview figure")

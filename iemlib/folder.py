@@ -240,6 +240,8 @@ class _Manifest:
 
 
 def _describe_change(old: dict, new: dict) -> str:
+    if old.get("method", "iem") != new.get("method", "iem"):   # the other fields differ too
+        return f"method {json.dumps(old.get('method', 'iem'))} (now {json.dumps(new.get('method', 'iem'))})"
     keys = sorted(set(old) | set(new))
     diffs = [f"{k} {json.dumps(old.get(k))} (now {json.dumps(new.get(k))})"
              for k in keys if old.get(k) != new.get(k)]
@@ -409,6 +411,39 @@ def _check_folders(job: FolderJob):
     return scan
 
 
+def open_manifest(out: Path, scan, settings: dict, overwrite: bool, recorded_with: dict):
+    """Inside a locked output folder: compare ``settings`` with the manifest there, refuse
+    (or, with ``overwrite``, remove the masks made with other settings), write the new
+    manifest. Returns (manifest, its data, the earlier dataset choice or None)."""
+    manifest = _Manifest(out)
+    old = manifest.read(overwrite)
+    ours = [p for p in (out / (f.stem + ".png") for f in scan.images) if p.exists()]
+    if old is not None and old["settings"] != settings:
+        stale = f"masks made with other settings: {_describe_change(old['settings'], settings)}"
+    elif old is None and ours:
+        stale = f"holds masks ({len(ours)}, e.g. {ours[0].name}) but no {MANIFEST} saying " \
+                "which settings made them"
+    else:
+        stale = ""
+    if stale and not overwrite:
+        raise FolderError(f"{out}: {stale}; use --overwrite to redo them with these "
+                          "settings, or another output folder")
+    if stale:
+        for p in ours:  # so that the folder never mixes two settings
+            try:
+                p.unlink()
+            except OSError as err:
+                raise OutputError(f"{p}: could not remove the old mask "
+                                  f"({err.strerror or err})") from None
+    from . import __version__
+    data = {"settings": settings, "recorded_with": {"iemlib": __version__, **recorded_with}}
+    choice = (old or {}).get("dataset_choice") if not stale and not overwrite else None
+    if choice is not None:
+        data["dataset_choice"] = choice
+    manifest.write(data)
+    return manifest, data, choice
+
+
 def segment_folder(job: FolderJob, report: Reporter, progress=None) -> FolderSummary:
     """Segment every image of ``job.in_dir`` into ``job.out_dir`` (see the module
     docstring). ``report(kind, message)`` receives one line per bad or skipped entry;
@@ -421,38 +456,12 @@ def segment_folder(job: FolderJob, report: Reporter, progress=None) -> FolderSum
         cfg = cfg.replace(select="image")  # one square: nothing to choose
     run = _Run(dataclasses.replace(job, config=cfg), report, progress or _no_progress)
     with _OutputFolder(out):
-        manifest = _Manifest(out)
         settings = method_settings(cfg, job.size)
         if job.inpainter_id is not None:
             settings["inpainter"] = job.inpainter_id
-        old = manifest.read(job.overwrite)
-        ours = [p for p in (out / (f.stem + ".png") for f in scan.images) if p.exists()]
-        if old is not None and old["settings"] != settings:
-            stale = f"masks made with other settings: {_describe_change(old['settings'], settings)}"
-        elif old is None and ours:
-            stale = f"holds masks ({len(ours)}, e.g. {ours[0].name}) but no {MANIFEST} saying " \
-                    "which settings made them"
-        else:
-            stale = ""
-        if stale and not job.overwrite:
-            raise FolderError(f"{out}: {stale}; use --overwrite to redo them with these "
-                              "settings, or another output folder")
-        if stale:
-            for p in ours:  # so that the folder never mixes two settings
-                try:
-                    p.unlink()
-                except OSError as err:
-                    raise OutputError(f"{p}: could not remove the old mask "
-                                      f"({err.strerror or err})") from None
-        from . import __version__
-        data = {"settings": settings,
-                "recorded_with": {"iemlib": __version__, "impl": cfg.impl,
-                                  "device": str(cfg.torch_device()),
-                                  "batch_size": cfg.batch_size}}
-        choice = (old or {}).get("dataset_choice") if not stale and not job.overwrite else None
-        if choice is not None:
-            data["dataset_choice"] = choice
-        manifest.write(data)
+        manifest, data, choice = open_manifest(
+            out, scan, settings, job.overwrite,
+            {"impl": cfg.impl, "device": str(cfg.torch_device()), "batch_size": cfg.batch_size})
 
         for path, reason in scan.ignored:
             report("skipped", f"{path}: {reason}")
