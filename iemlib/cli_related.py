@@ -48,6 +48,14 @@ def refuse_iem_only_options(args, error) -> None:
               "--iters sets IEM's number of updates")
     if args.cpu_budget or args.work_dir:
         raise error("--cpu-budget and --work-dir apply to --method redo / iic only")
+    if args.seed is not None:
+        raise error("--seed: IEM has no randomness (it is deterministic)")
+
+
+#: IEM's options and their defaults: given with another --method, they are ignored (said once)
+_IEM_OPTIONS = (("iters", 150), ("init_sizes", None), ("paper", False), ("select", "image"),
+                ("impl", "fast"), ("lam", 0.001), ("no_smoothing", False), ("unrestricted", False),
+                ("numerator", "l1"), ("denominator", "count"), ("downsampled", False))
 
 
 def method_config(args, error):
@@ -56,6 +64,8 @@ def method_config(args, error):
     from . import related
     from .cli import _check_device
     _check_device(args.device)
+    if args.train_steps is not None and args.train_steps < 1:
+        raise error(f"--train-steps must be at least 1, got {args.train_steps}")
     changes = {"device": args.device}
     if args.seed is not None:
         if args.method == "iem":
@@ -69,12 +79,18 @@ def method_config(args, error):
         raise error(f"--work-dir: {args.method} does not train on the set")
     if args.cpu_budget and args.method != "redo":
         raise error("--cpu-budget applies to --method redo only")
-    if args.train_steps is not None and args.method not in related.TRAIN_STEPS:
-        _note(f"--train-steps: {args.method} does not train, so it is ignored")
     try:
-        return related.config(args.method, cpu=args.cpu_budget, train_steps=args.train_steps, **changes)
+        cfg = related.config(args.method, cpu=args.cpu_budget, train_steps=args.train_steps, **changes)
     except ValueError as err:
         raise error(f"--method {args.method}: {err}") from None
+    # notes only once nothing is refused, so that a refusal stays one line
+    if args.train_steps is not None and args.method not in related.TRAIN_STEPS:
+        _note(f"--train-steps: {args.method} does not train, so it is ignored")
+    ignored = [f"--{name.replace('_', '-')}" for name, default in _IEM_OPTIONS
+               if getattr(args, name, default) != default]
+    if ignored:
+        _note(f"{', '.join(ignored)}: IEM's settings, ignored by --method {args.method}")
+    return cfg
 
 
 def evaluate_method(args, dataset, error) -> int:

@@ -125,9 +125,11 @@ def border_fraction(labels: torch.Tensor, width: int | None = None) -> tuple[tor
 
 
 def border_rule(labels: torch.Tensor, width: int | None = None) -> torch.Tensor:
-    """Foreground without labels: a cluster is background when its pixels lie in the
-    image's border band (:func:`border_width`) more often than an evenly spread cluster's would (the object of a photograph
-    is framed by background); the others are foreground. When that leaves no foreground,
+    """Foreground without labels: a cluster is foreground when its pixels lie in the
+    image's border band (:func:`border_width`) at most half as often as an evenly spread
+    cluster's would (the object of a photograph is framed by background); the others are
+    background. (Half, not "less often": a background that fills most of the image, inside
+    a thin edge cluster, lies in the band almost exactly as often as an even spread.) When that leaves no foreground,
     the cluster that touches the border least is foreground; when it leaves no background,
     the one that touches it most is background.
 
@@ -136,7 +138,7 @@ def border_rule(labels: torch.Tensor, width: int | None = None) -> torch.Tensor:
     out = torch.zeros(labels.shape[0], 1, *labels.shape[1:], dtype=torch.bool)
     for i, lab in enumerate(labels):
         share, even = border_fraction(lab, width)
-        fg = share <= even
+        fg = share <= even / 2
         if not bool(fg.any()):
             fg[int(share.argmin())] = True
         if bool(fg.all()) and fg.numel() > 1:
@@ -151,8 +153,8 @@ def oracle_merge(labels: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
     IoU = sum_c tp_c / (|G| + sum_c fp_c) over the chosen clusters is a ratio of two sums,
     so the best choice is a prefix of the clusters sorted by tp_c / fp_c: trying every
-    prefix finds the exact optimum in k steps, for any k. The flipped mask (what the
-    metrics also score) is tried the same way against the inverted ground truth.
+    prefix finds the exact optimum in k steps, for any k. (The complement of a union of
+    clusters is a union of clusters too, so this also covers the flip the metrics make.)
 
     labels (N, H, W) integer, gt (N, 1, H, W) or (N, H, W) uint8 / bool -> (N, 1, H, W) bool."""
     labels = compact_labels(torch.as_tensor(labels))
@@ -162,22 +164,15 @@ def oracle_merge(labels: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     out = torch.zeros(labels.shape[0], 1, *labels.shape[1:], dtype=torch.bool)
     for i, (lab, g) in enumerate(zip(labels, gt)):
         valid = g != UNKNOWN if g.dtype == torch.uint8 else torch.ones_like(g, dtype=torch.bool)
-        fg = (g == 1) if g.dtype == torch.uint8 else g.bool()
+        fg = ((g == 1) if g.dtype == torch.uint8 else g.bool()) & valid
         k = int(lab.max()) + 1
-        best, best_set = -1.0, torch.zeros(k, dtype=torch.bool)
-        for flip, target in ((False, fg & valid), (True, ~fg & valid)):
-            tp = torch.bincount(lab[target], minlength=k).double()
-            fp = torch.bincount(lab[valid & ~target], minlength=k).double()
-            order = torch.argsort(tp / fp.clamp_min(1e-9), descending=True, stable=True)
-            size = float(target.sum())
-            iou = torch.cumsum(tp[order], 0) / (size + torch.cumsum(fp[order], 0)).clamp_min(1e-9)
-            j = int(iou.argmax())
-            if float(iou[j]) > best:
-                best = float(iou[j])
-                chosen = torch.zeros(k, dtype=torch.bool)
-                chosen[order[:j + 1]] = True
-                best_set = ~chosen if flip else chosen
-        out[i, 0] = best_set[lab]
+        tp = torch.bincount(lab[fg], minlength=k).double()
+        fp = torch.bincount(lab[valid & ~fg], minlength=k).double()
+        order = torch.argsort(tp / fp.clamp_min(1e-9), descending=True, stable=True)
+        iou = torch.cumsum(tp[order], 0) / (float(fg.sum()) + torch.cumsum(fp[order], 0)).clamp_min(1e-9)
+        chosen = torch.zeros(k, dtype=torch.bool)
+        chosen[order[:int(iou.argmax()) + 1]] = True
+        out[i, 0] = chosen[lab]
     return out
 
 

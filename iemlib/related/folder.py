@@ -130,6 +130,8 @@ def _whole_set(method, cfg, images, todo, out, size, summary, report, progress, 
         raise OutputError(f"{train_dir}: cannot create the training folder "
                           f"({err.strerror or err})") from None
     wanted = [i for i, p in enumerate(names) if p in set(todo)]
+    if not wanted:      # what was left to do were unreadable files, already reported
+        return
     result = segment(x[wanted], method, dataclasses.replace(cfg, out_dir=str(train_dir)),
                      progress, train_images=x)
     for j, i in enumerate(wanted):

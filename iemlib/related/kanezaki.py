@@ -134,8 +134,10 @@ def continuity_loss(y: torch.Tensor) -> torch.Tensor:
 def fit_one(image: torch.Tensor, cfg: KanezakiConfig, dev: torch.device) -> tuple[torch.Tensor, int]:
     """Train a fresh network on one image (3, H, W) in [-1, 1]; its final label map
     (H, W) int64 and the number of iterations run."""
-    torch.manual_seed(cfg.seed)
-    net = KanezakiNet(cfg.channels, cfg.n_conv).to(dev).train()
+    with torch.random.fork_rng(devices=[]):   # seeded, without touching the caller's generator
+        torch.manual_seed(cfg.seed)
+        net = KanezakiNet(cfg.channels, cfg.n_conv)
+    net = net.to(dev).train()
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     data = ((image + 1) / 2).to(dev)[None]
     spx = superpixels(image, cfg.slic_segments, cfg.compactness).reshape(-1).to(dev) if cfg.slic else None

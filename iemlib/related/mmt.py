@@ -72,8 +72,10 @@ def fit_one(image: torch.Tensor, cfg: MMTConfig, dev: torch.device) -> torch.Ten
     teacher 1's final label map (H, W) int64."""
     nets, teachers, opts = [], [], []
     for j in range(2):
-        torch.manual_seed(cfg.seed + j)
-        net = KanezakiNet(cfg.channels, cfg.n_conv).to(dev).train()
+        with torch.random.fork_rng(devices=[]):   # seeded, without touching the caller's generator
+            torch.manual_seed(cfg.seed + j)
+            net = KanezakiNet(cfg.channels, cfg.n_conv)
+        net = net.to(dev).train()
         nets.append(net)
         # batch norm stays in training mode (statistics of this image's pixels) in the
         # teachers too, as in the networks they average
