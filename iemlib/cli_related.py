@@ -26,8 +26,9 @@ def add_method_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cpu-budget", action="store_true",
                    help="redo: the CPU budget (narrow networks, no self-attention, 2,000 steps)")
     g.add_argument("--work-dir", default=None, metavar="DIR",
-                   help="iic, redo (evaluate): keep the training checkpoint and log here, so "
-                        "that a rerun resumes; needed under torchrun")
+                   help="iem evaluate with iic / redo: keep the training checkpoint and log "
+                        "here, so that a rerun resumes; needed under torchrun (iem segment keeps "
+                        "them in the output folder)")
 
 
 def uses_other_method(args) -> bool:
@@ -138,7 +139,7 @@ def evaluate_method(args, dataset, error) -> int:
     try:
         result = related.segment(x, args.method, cfg,
                                  progress=None if quiet or not dist.is_main() else tqdm_progress)
-    except (ValueError, TrainingError) as err:
+    except (ValueError, TrainingError, ImportError) as err:
         raise error(str(err)) from None
     if not dist.is_main():
         dist.cleanup()
@@ -169,6 +170,9 @@ def segment_method(args, error, write_error) -> int:
 
     if dist.world_size() > 1:
         raise error("iem segment runs in one process; under torchrun, use iem evaluate")
+    if args.work_dir:
+        raise error("--work-dir: iem segment keeps the training of iic / redo in the output "
+                    "folder (.iem-train-<method>/), so that a rerun resumes it")
     cfg = method_config(args, error)
     bars = []
 
@@ -180,7 +184,7 @@ def segment_method(args, error, write_error) -> int:
         s = segment_folder_with(args.method, cfg, Path(args.in_dir), Path(args.out_dir),
                                 size=_size(args.size), overwrite=args.overwrite,
                                 report=_say, progress=progress)
-    except (ImageError, FolderError, ValueError, TrainingError) as err:
+    except (ImageError, FolderError, ValueError, TrainingError, ImportError) as err:
         raise error(str(err)) from None
     except OutputError as err:
         raise write_error(str(err)) from None

@@ -134,7 +134,7 @@ def border_rule(labels: torch.Tensor, width: int | None = None) -> torch.Tensor:
     the one that touches it most is background.
 
     labels (N, H, W) integer -> masks (N, 1, H, W) bool."""
-    labels = compact_labels(torch.as_tensor(labels))
+    labels = compact_labels(torch.as_tensor(labels).cpu())
     out = torch.zeros(labels.shape[0], 1, *labels.shape[1:], dtype=torch.bool)
     for i, lab in enumerate(labels):
         share, even = border_fraction(lab, width)
@@ -157,8 +157,8 @@ def oracle_merge(labels: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     clusters is a union of clusters too, so this also covers the flip the metrics make.)
 
     labels (N, H, W) integer, gt (N, 1, H, W) or (N, H, W) uint8 / bool -> (N, 1, H, W) bool."""
-    labels = compact_labels(torch.as_tensor(labels))
-    gt = torch.as_tensor(gt)
+    labels = compact_labels(torch.as_tensor(labels).cpu())
+    gt = torch.as_tensor(gt).cpu()
     if gt.dim() == 4:
         gt = gt[:, 0]
     out = torch.zeros(labels.shape[0], 1, *labels.shape[1:], dtype=torch.bool)

@@ -10,7 +10,8 @@ skips the masks already done.
 * Methods that work image by image see each image with its shorter side at ``size``, the
   whole image kept (as IEM does).
 * Methods that learn from the whole set (iic, redo) need one shape for all: every image
-  is resized to ``size`` x ``size`` (aspect not kept, nothing cropped), the network is
+  is resized to ``size`` x ``size`` (nearest neighbour, as the paper's pre-processing;
+  aspect not kept, nothing cropped), the network is
   trained on all readable images of the folder, and each mask is resized back. The
   training checkpoint lives in the output folder (``.iem-train-<method>/``), so an
   interrupted run resumes its training; it is removed when every mask is written.
@@ -111,7 +112,7 @@ def _whole_set(method, cfg, images, todo, out, size, summary, report, progress, 
     for path in images:
         try:
             img = read_image(path)
-            xs.append(image_to_array(img.resize((size, size), Image.BICUBIC), None))
+            xs.append(image_to_array(img.resize((size, size), Image.NEAREST), None))   # NEAREST, as the pre-processing
             shown[path], names = img.size, names + [path]
         except ImageError as err:
             report("error", str(err))

@@ -26,9 +26,19 @@ blog's up-sample-then-convolve at a quarter of the cost). w = 64 in the blog.
 
 Training is across the images of the set (IIC learns one clustering for a dataset), with
 the project's training loop (:mod:`iemlib.training`): checkpoints, exact resume, torchrun.
-Evaluation in IIC maps clusters to classes by Hungarian matching against the labels; here
-the main head's clusters become foreground / background by the border rule, and the
-metrics' flip convention makes that the Hungarian match for k = 2.
+Evaluation in IIC maps clusters to classes by one Hungarian matching over the whole
+evaluation set; here the main head's clusters become foreground / background per image by
+the border rule, and the metrics take the better of mask and complement per image, which
+is more lenient than one matching for the set (``result.labels`` keeps the network's own
+cluster ids, shared by all images, so that the set-level matching can be computed too).
+
+Differences from the IIC authors' code (read, not copied), all deliberate: the trunk is
+the seed blog's (the authors' ``SegmentationNet10a`` pads dilated convolutions by 1, so
+its maps shrink, has bias-free heads, upsamples probabilities rather than logits, and
+starts from Kaiming initialisation); the input is RGB (their COCO-Stuff runs add two Sobel
+channels); both heads' losses are summed every step with lambda = 1 (they alternate heads
+by epoch, with lambda 1.5 for some main heads); under torchrun each process forms its
+joint distribution from its own share of the batch (theirs gathers the whole batch).
 """
 from __future__ import annotations
 
@@ -42,7 +52,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..iem import resolve_device
-from .base import Clock, MethodResult, as_images, border_rule, compact_labels
+from .base import Clock, MethodResult, as_images, border_rule
 
 TASK = "iic"
 EPS = sys.float_info.epsilon
@@ -52,7 +62,8 @@ EPS = sys.float_info.epsilon
 class IICConfig:
     """k, k_over: clusters of the main and the over-clustering head (2 = object and
     background; 10, IIC's five-fold over-clustering); width: w of the trunk (64);
-    displacement: T (10); lam: lambda (1); lr: Adam's (1e-4); steps, batch_size: training
+    displacement: T (10); lam: lambda (1); uncollapsed: one joint per displacement (see
+    :func:`iic_loss`); lr: Adam's (1e-4); steps, batch_size: training
     length (a GPU setting; on a CPU pass fewer steps and a narrower trunk); jitter: the
     colour jitter of the second view (brightness, contrast, saturation, hue; IIC's 0.4,
     0.4, 0.4, 0.125); flip: probability of the horizontal flip; seed; out_dir: where the
@@ -65,6 +76,7 @@ class IICConfig:
     width: int = 64
     displacement: int = 10
     lam: float = 1.0
+    uncollapsed: bool = False
     lr: float = 1e-4
     steps: int = 5000
     batch_size: int = 16
@@ -106,27 +118,47 @@ class IICNet(nn.Module):
         self.head = nn.Conv2d(8 * w, k, 1)
         self.head_over = nn.Conv2d(8 * w, k_over, 1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _heads(self, x):
         f = self.trunk(x)
         size = x.shape[-2:]
         up = lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False)  # noqa: E731
         return up(self.head(f)), up(self.head_over(f))
 
+    def forward(self, x: torch.Tensor, pair: torch.Tensor | None = None):
+        """Logits of both heads for ``x``; given ``pair`` (the second views), the heads of
+        each view from its own pass, so that batch norm normalises each view by its own
+        statistics (as IIC does), in one call of the module (one call per backward pass
+        under DDP)."""
+        if pair is None:
+            return self._heads(x)
+        return self._heads(x), self._heads(pair)
 
-def iic_loss(p1: torch.Tensor, p2: torch.Tensor, displacement: int = 10, lam: float = 1.0) -> torch.Tensor:
-    """IIC's segmentation objective for cluster probabilities p1, p2 (N, k, H, W) of two
-    aligned views (see the module notes). A scalar; -I(z, z') when lam = 1."""
-    k = p1.shape[1]
-    # P[i, j] summed over every displacement at once: a convolution whose batch is the k
-    # clusters of view 1 and whose filters are the k clusters of view 2, channels = images
-    joint = F.conv2d(p1.transpose(0, 1), p2.transpose(0, 1), padding=displacement)   # (k, k, 2T+1, 2T+1)
-    joint = joint.sum((2, 3))
-    joint = joint / joint.sum()
-    joint = (joint + joint.t()) / 2
-    pi = joint.sum(1, keepdim=True).expand(k, k)
-    pj = joint.sum(0, keepdim=True).expand(k, k)
+
+def _mi_loss(joint: torch.Tensor, lam: float) -> torch.Tensor:
+    """-sum P (log P - lam log P_i - lam log P_j) of joints (..., k, k), each normalised
+    and symmetrised here; (...)."""
+    joint = joint / joint.sum((-2, -1), keepdim=True)
+    joint = (joint + joint.transpose(-2, -1)) / 2
+    pi = joint.sum(-1, keepdim=True).expand_as(joint)
+    pj = joint.sum(-2, keepdim=True).expand_as(joint)
     joint, pi, pj = joint.clamp_min(EPS), pi.clamp_min(EPS), pj.clamp_min(EPS)
-    return -(joint * (joint.log() - lam * pi.log() - lam * pj.log())).sum()
+    return -(joint * (joint.log() - lam * pi.log() - lam * pj.log())).sum((-2, -1))
+
+
+def iic_loss(p1: torch.Tensor, p2: torch.Tensor, displacement: int = 10, lam: float = 1.0,
+             uncollapsed: bool = False) -> torch.Tensor:
+    """IIC's segmentation objective for cluster probabilities p1, p2 (N, k, H, W) of two
+    aligned views (see the module notes). A scalar; -I(z, z') when lam = 1.
+
+    ``uncollapsed=False``: one joint distribution over every displacement (the paper's
+    formula); ``True``: one joint per displacement, the losses averaged (the variant the
+    IIC authors' segmentation runs used, ``--use_uncollapsed_loss``)."""
+    # P[i, j] for every displacement at once: a convolution whose batch is the k clusters
+    # of view 1 and whose filters are the k clusters of view 2, channels = images
+    joint = F.conv2d(p1.transpose(0, 1), p2.transpose(0, 1), padding=displacement)   # (k, k, 2T+1, 2T+1)
+    if uncollapsed:
+        return _mi_loss(joint.permute(2, 3, 0, 1), lam).mean()
+    return _mi_loss(joint.sum((2, 3)), lam)
 
 
 def colour_jitter(x: torch.Tensor, amounts, rng: torch.Generator) -> torch.Tensor:
@@ -150,7 +182,8 @@ def colour_jitter(x: torch.Tensor, amounts, rng: torch.Generator) -> torch.Tenso
         elif op == 3 and h:
             angle = (2 * u[3] - 1) * h * 2 * torch.pi
             # rotate the chroma (I, Q) of YIQ: a hue shift that keeps luma
-            yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+            yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                               device=img.device)
             t = torch.einsum("ij,jhw->ihw", yiq, img)
             cos, sin = torch.cos(angle), torch.sin(angle)
             t = torch.stack([t[0], cos * t[1] - sin * t[2], sin * t[1] + cos * t[2]])
@@ -164,7 +197,7 @@ class PairedViews:
     "flip": () bool}``, every draw from the sample's own generator."""
 
     def __init__(self, images: torch.Tensor, jitter=(0.4, 0.4, 0.4, 0.125), flip: float = 0.5):
-        self.images = as_images(images).contiguous()
+        self.images = as_images(images).cpu().contiguous()   # samples are made on the CPU
         self.jitter, self.flip = tuple(jitter), flip
 
     def __len__(self) -> int:
@@ -186,10 +219,15 @@ class IICTask:
     displacement: int = 10
     lam: float = 1.0
     lr: float = 1e-4
+    uncollapsed: bool = False
+    #: the second view's augmentation: not used by the step, but part of what is trained,
+    #: so that a resume with other augmentation is refused
+    views: dict = field(default_factory=dict)
     name: str = field(default=TASK, init=False)
 
     def config(self) -> dict:
-        return {"net": dict(self.net), "displacement": self.displacement, "lam": self.lam, "lr": self.lr}
+        return {"net": dict(self.net), "displacement": self.displacement, "lam": self.lam, "lr": self.lr,
+                "uncollapsed": self.uncollapsed, "views": dict(self.views)}
 
     def build(self) -> dict[str, nn.Module]:
         return {"iic": IICNet(**self.net)}
@@ -200,16 +238,14 @@ class IICTask:
     def train_step(self, models, optimizers, batch):
         opt = optimizers["iic"]
         opt.zero_grad(set_to_none=True)
-        n = batch["image"].shape[0]
-        # one call of the (DDP-wrapped) model per backward pass: both views in one batch
-        main, over = models["iic"](torch.cat([batch["image"], batch["pair"]]))
+        # one call of the (DDP-wrapped) model per backward pass, each view its own pass
+        heads1, heads2 = models["iic"](batch["image"], batch["pair"])
         flip = batch["flip"].view(-1, 1, 1, 1)
         losses = {}
-        for name, logits in (("main", main), ("over", over)):
-            p = logits.softmax(1)
-            p1, p2 = p[:n], p[n:]
+        for name, a, b in zip(("main", "over"), heads1, heads2):
+            p1, p2 = a.softmax(1), b.softmax(1)
             p2 = torch.where(flip, p2.flip(-1), p2)      # back into the first view's frame
-            losses[name] = iic_loss(p1, p2, self.displacement, self.lam)
+            losses[name] = iic_loss(p1, p2, self.displacement, self.lam, self.uncollapsed)
         loss = losses["main"] + losses["over"]
         loss.backward()
         opt.step()
@@ -221,7 +257,8 @@ def train_net(x: torch.Tensor, cfg: IICConfig, out: Path):
     training result."""
     from ..checkpoints import load, load_state
     from ..training import TrainConfig, train
-    task = IICTask(net=cfg.net_dict(), displacement=cfg.displacement, lam=cfg.lam, lr=cfg.lr)
+    task = IICTask(net=cfg.net_dict(), displacement=cfg.displacement, lam=cfg.lam, lr=cfg.lr,
+                   uncollapsed=cfg.uncollapsed, views={"jitter": list(cfg.jitter), "flip": cfg.flip})
     data = PairedViews(x, cfg.jitter, cfg.flip)
     batch = min(cfg.batch_size, len(data))
     tc = TrainConfig(out=out, steps=cfg.steps, batch_size=batch, seed=cfg.seed,
@@ -266,13 +303,20 @@ def segment(x, config: IICConfig | None = None, progress=None, train_images=None
     else:
         out = Path(cfg.out_dir) / "iic.pt"
         out.parent.mkdir(parents=True, exist_ok=True)
+    from ..training import TrainingInterrupted
     try:
         net, result = train_net(train_x, cfg, out)
+    except TrainingInterrupted as err:
+        if tmp is None:
+            raise
+        raise TrainingInterrupted("IIC interrupted; its training was in a temporary folder and is "
+                                  "not kept (give an out_dir, --work-dir, to resume)", err.signum) from None
     finally:
         if tmp is not None:
             tmp.cleanup()
+    # the cluster ids are the network's own, shared by every image (IIC's clusters are the
+    # dataset's), so a dataset-level matching can still be made from them
     main, over = predict(net, x, dev)
-    main, over = compact_labels(main), compact_labels(over)
     return MethodResult(masks=border_rule(main), labels=main, seconds=clock.seconds(),
                         info={"over_labels": over, "steps": result.step,
                               "losses": result.losses, "train_images": train_x.shape[0],

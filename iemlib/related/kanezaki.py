@@ -20,10 +20,14 @@ alone, against targets it makes itself:
 
 The network: 3x3 conv 3->100, ReLU, batch norm, then (n_conv - 1) x [3x3 conv 100->100,
 ReLU, BN], then 1x1 conv 100->100, BN. Batch norm runs in training mode throughout (one
-image: statistics over its pixels), as in the authors' code. Input: RGB in [0, 1].
+image: statistics over its pixels), as in the authors' code. Input: RGB in [0, 1]. Every
+layer is trained, as the papers describe the method; the 2018 demo code keeps its middle
+layers in a plain Python list, so its optimiser never sees them and they stay at their
+random initialisation (the 2020 code registers them); that quirk is not reproduced.
 
-Unlike IEM, the output is a label map with any number of clusters (3 or fewer when the
-stopping rule fired, more when the iterations ran out); the masks come from
+Unlike IEM, the output is a label map with any number of clusters (about three when the
+stopping rule fired: the rule looks at the targets before the last step, the map is
+taken after it; more when the iterations ran out); the masks come from
 :func:`~iemlib.related.base.border_rule`.
 
 **Superpixels at 128 x 128.** The authors' 10,000 SLIC segments were set for images of

@@ -16,7 +16,9 @@ Per iteration (the paper's Algorithm 1), for network a = 1 then 2, with b the ot
 
 The paper's settings: T = 1,000 iterations, q = 100 channels, M = 3 convolutional layers,
 alpha = 0.999, SGD lr 0.1, momentum 0.9. It gives no value for beta: 1 is used, the
-continuity weight of the code it follows (Kanezaki 2020, demo.py). Network a's labels are
+continuity weight of the code it follows (Kanezaki 2020, demo.py), and L_tv is that code's
+mean absolute difference (the paper writes a sum; with beta unstated the scale is a
+choice). Algorithm 1 counts t = 2 .. T; T iterations are run here. Network a's labels are
 aligned against its *current* arg-max. The result is mean teacher 1's arg-max (mean
 teachers are what MMT keeps for inference). There is no stopping rule: every image runs
 T iterations.

@@ -11,7 +11,9 @@ encoder must recover z from a fully generated image, so that no region may be em
 
 One generator step (mask network, generators and encoder together) then one
 discriminator step (on composites recomputed with the updated networks, same inputs and
-noise, against a second, independent batch of real images). Adam with betas (0, 0.9):
+noise, against a second, independent batch of real images; the discriminator scores the
+real and the generated images in one call, where the authors make two, which gives its
+spectral norms one power iteration per step instead of two). Adam with betas (0, 0.9):
 mask network lr 1e-5 with weight decay 1e-4, the others lr 1e-4; orthogonal
 initialisation, gain 0.8; batch 20 (the paper 25); the authors train for 50,000 steps
 and stop at 20-40k, as the masks later collapse to empty or full. Networks:
@@ -22,7 +24,9 @@ network) with instance norm.
 collapse early, and select checkpoints by the IoU of a labelled validation set. Here
 neither step reads a label: every ``eval_every`` steps the mask network segments a fixed
 set of (at most 64) training images, and the run counts as collapsed when the smaller
-region holds less than ``collapse_below`` of their pixels (the authors' measure). A
+region holds less than ``collapse_below`` (2 %) of their pixels: the authors' measure,
+this project's threshold (the authors' automatic restart is off by default, threshold 0,
+and looks at a training and a validation batch). A
 collapse in the first ``restart_within`` of the steps restarts training with the next
 seed (at most ``max_restarts`` times); a later one stops training (early stopping), and
 the masks come from the last evaluated checkpoint that had not collapsed.
@@ -46,6 +50,7 @@ import torch.nn.functional as F
 from ..iem import resolve_device
 from ..nets.redo import Discriminator, Generators, NoiseEncoder, ReDONetsConfig, orthogonal_init
 from ..nets.segnet import SegNet, SegNetConfig
+from ..training import TrainingInterrupted
 from .base import Clock, MethodResult, as_images
 
 TASK = "redo"
@@ -181,7 +186,7 @@ class RealPairs:
     the discriminator}``, the second drawn from the sample's own generator."""
 
     def __init__(self, images: torch.Tensor):
-        self.images = as_images(images).contiguous()
+        self.images = as_images(images).cpu().contiguous()   # samples are made on the CPU
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -212,10 +217,34 @@ def _load_mask(path: Path, task: ReDOTask) -> nn.Module:
     return net
 
 
+def _save_json(path: Path, data: dict) -> None:
+    import json
+
+    from .. import distributed as dist
+    from ..atomic import atomic_path
+    if dist.is_main():
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _save_state(path: Path, net: nn.Module) -> None:
+    from .. import distributed as dist
+    from ..atomic import atomic_path
+    if dist.is_main():
+        with atomic_path(path) as tmp:
+            torch.save(net.state_dict(), tmp)
+
+
 def train_mask_net(x: torch.Tensor, cfg: ReDOConfig, folder: Path, say=None):
     """Train with collapse checks (see the module notes). Returns the selected mask
     network and a record {"seed", "restarts", "checks": [(step, smaller region)],
-    "selected_step", "stopped_early", "log"}."""
+    "selected_step", "stopped_early", "log"}.
+
+    Resumable: each seed's checks so far go to ``redo_seed<S>.checks.json`` and the
+    selected mask network to ``redo_seed<S>.best.pt`` beside its checkpoint, so a rerun
+    on the same folder continues after the last check (or returns at once when the run
+    had ended) and makes the same choices as an uninterrupted run."""
+    import json
     import sys
 
     from ..training import TrainConfig, train
@@ -227,10 +256,17 @@ def train_mask_net(x: torch.Tensor, cfg: ReDOConfig, folder: Path, say=None):
     restarts, seed = 0, cfg.seed
     while True:
         out = folder / f"redo_seed{seed}.pt"
+        rec_path, best_path = out.with_suffix(".checks.json"), out.with_suffix(".best.pt")
         task = ReDOTask(cfg=replace(cfg, seed=seed).to_dict())
-        checks, best, best_step, collapsed_at = [], None, 0, None
-        step = 0
-        while step < cfg.steps:
+        rec = json.loads(rec_path.read_text()) if rec_path.is_file() else {}
+        checks = [tuple(c) for c in rec.get("checks", [])]
+        best_step, collapsed_at = rec.get("best_step", 0), rec.get("collapsed_at")
+        best = None
+        if best_step and best_path.is_file():
+            best = task.build()["mask"]
+            best.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+        step = checks[-1][0] if checks else 0
+        while collapsed_at is None and step < cfg.steps:
             step = min(cfg.steps, step + cfg.eval_every)
             tc = TrainConfig(out=out, steps=step, batch_size=batch, seed=seed,
                              checkpoint_every=0, log_every=max(1, min(10, cfg.eval_every)),
@@ -241,8 +277,10 @@ def train_mask_net(x: torch.Tensor, cfg: ReDOConfig, folder: Path, say=None):
             checks.append((step, share))
             if share < cfg.collapse_below:
                 collapsed_at = step
-                break
-            best, best_step = copy.deepcopy(net), step
+            else:
+                best, best_step = copy.deepcopy(net), step
+                _save_state(best_path, best)
+            _save_json(rec_path, {"checks": checks, "best_step": best_step, "collapsed_at": collapsed_at})
         early = collapsed_at is not None and collapsed_at <= cfg.restart_within * cfg.steps
         if early and restarts < cfg.max_restarts:
             say(f"ReDO: masks collapsed at step {collapsed_at} (smaller region "
@@ -266,6 +304,9 @@ def segment(x, config: ReDOConfig | None = None, progress=None, train_images=Non
     dev = resolve_device(cfg.device)
     clock = Clock(dev)
     train_x = x if train_images is None else as_images(train_images)
+    if tuple(train_x.shape[-2:]) != (128, 128):
+        raise ValueError(f"ReDO's networks are built for 128 x 128 images; the training images "
+                         f"are {tuple(train_x.shape[-2:])}")
     tmp = None
     if cfg.out_dir is None:
         if dist.world_size() > 1:
@@ -279,6 +320,11 @@ def segment(x, config: ReDOConfig | None = None, progress=None, train_images=Non
         net, record = train_mask_net(train_x, cfg, folder)
         if tmp is not None:
             record["log"] = None
+    except TrainingInterrupted as err:
+        if tmp is None:
+            raise
+        raise TrainingInterrupted("ReDO interrupted; its training was in a temporary folder and is "
+                                  "not kept (give an out_dir, --work-dir, to resume)", err.signum) from None
     finally:
         if tmp is not None:
             tmp.cleanup()
