@@ -267,3 +267,42 @@ def test_seed_with_iem_is_refused(capsys, folder, disc_set, tmp_path, command, m
         argv = ["evaluate", disc_set, "--limit", "1", "--json"]
     status, _, err = run(capsys, *argv, *method, "--seed", "3", "--iters", "2", "--device", "cpu")
     assert_one_line_error(status, err, "--seed")
+
+
+@pytest.mark.parametrize("method, extra", [("iic", []), ("redo", ["--cpu-budget"])])
+def test_set_trained_methods_train_under_torchrun(disc_set, tmp_path, method, extra):
+    """Two gloo processes: the method trains with DistributedDataParallel in the shared
+    work folder, and rank 0 alone prints the one JSON line."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    work = tmp_path / "work"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "iemlib.cli",
+                          "evaluate", str(disc_set), "--method", method, "--limit", "2",
+                          "--train-steps", "2", "--work-dir", str(work), "--device", "cpu",
+                          "--json", *extra], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line for line in run.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stdout
+    assert set(json.loads(lines[0])) == {"n", "unlabelled", "acc", "iou", "dice", "seconds"}
+    logs = list(work.glob("*.log.csv"))
+    assert logs, list(work.iterdir())
+    assert logs[0].read_text().strip().splitlines()[-1].startswith("2,")
+
+
+def test_torchrun_refuses_a_set_method_without_a_shared_folder(disc_set, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    status, _, err = run(capsys, "evaluate", disc_set, "--method", "iic", "--limit", "2", "--json")
+    assert_one_line_error(status, err, "--work-dir")
+    status, _, err = run(capsys, "evaluate", disc_set, "--method", "kmeans", "--limit", "2", "--json")
+    assert_one_line_error(status, err, "one process")
