@@ -30,7 +30,7 @@ help:
 	@echo "                checked cells again under other arithmetic (make test-arithmetic);"
 	@echo "                the explorer's browser test runs where Chromium is installed"
 	@echo "make lab        open the notebooks in JupyterLab"
-	@echo "make bench      speed of the fast and reference implementations, and of learned inpainters"
+	@echo "make bench      speed of the fast and reference implementations, of learned inpainters, and of the field's other methods"
 	@echo "make reproduce  run every notebook headless; tables in results/ (resumes; FRESH=1 reruns all)"
 	@echo "data: $(IEM_DATA_DIR)"
 
@@ -74,6 +74,7 @@ lab: $(VENV)/.lab
 bench: $(VENV)/.core
 	$(BIN)/python benchmarks/iem_speed.py
 	$(BIN)/python benchmarks/learned_speed.py
+	$(BIN)/python benchmarks/related_speed.py
 
 reproduce: $(VENV)/.test
 	$(BIN)/python -m iemlib.reproduce --notebooks notebooks --results results $(if $(FRESH),,--skip-done)
