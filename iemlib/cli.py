@@ -213,39 +213,44 @@ def _open_set(spec: str):
         raise CLIError(str(err))
 
 
+def load_labelled(dataset, limit=None, quiet=False):
+    """The first ``limit`` images of a labelled set and their masks, (N, 3, S, S) float
+    and (N, 1, S, S) uint8; a bad file or a missing mask is one CLIError naming it."""
+    import torch
+
+    from . import distributed as dist
+    from .images import ImageError
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n == 0:
+        raise CLIError(f"{dataset}: no images to evaluate")
+    xs, ys = [], []
+    bar = _progress(n, "load", quiet or not dist.is_main())
+    try:
+        for i in range(n):
+            try:
+                x, y = dataset[i]
+            except ImageError as err:
+                raise CLIError(str(err)) from None
+            if y is None:
+                raise CLIError(f"{dataset.names[i]}: no ground-truth mask; evaluate needs masks")
+            xs.append(x)
+            ys.append(y)
+            bar.update(1)
+    finally:
+        bar.close()
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))[:, None]
+
+
 def run_evaluation(dataset, cfg, limit=None, quiet=False, inpainter=None):
     """Load (the first ``limit`` of) a labelled set, segment it, score it.
 
     IEM goes through :func:`iemlib.sharded.segment_sharded`: under torchrun the images are
     shared over the processes, and one process computes exactly the same masks.
     Returns (scores, result, seconds of segmentation)."""
-    import torch
-
-    from .images import ImageError
     from .metrics import evaluate
     from .sharded import segment_sharded
 
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    if n == 0:
-        raise CLIError(f"{dataset}: no images to evaluate")
-    xs, ys = [], []
-    from . import distributed as dist
-    bar = _progress(n, "load", quiet or not dist.is_main())
-    for i in range(n):
-        try:
-            x, y = dataset[i]
-        except ImageError as err:
-            bar.close()
-            raise CLIError(str(err))
-        if y is None:
-            bar.close()
-            raise CLIError(f"{dataset.names[i]}: no ground-truth mask; evaluate needs masks")
-        xs.append(x)
-        ys.append(y)
-        bar.update(1)
-    bar.close()
-    x = torch.from_numpy(np.stack(xs))
-    y = torch.from_numpy(np.stack(ys))[:, None]
+    x, y = load_labelled(dataset, limit, quiet)
     start = time.perf_counter()
     try:
         result = segment_sharded(x, cfg, progress=not quiet, inpainter=inpainter)

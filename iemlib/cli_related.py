@@ -96,13 +96,9 @@ def method_config(args, error):
 
 def evaluate_method(args, dataset, error) -> int:
     """``iem evaluate SET --method M``: load, segment with M, score, report."""
-    import numpy as np
-    import torch
-
     from . import distributed as dist
     from . import related
-    from .cli import _progress, _report_unlabelled
-    from .images import ImageError
+    from .cli import _report_unlabelled, load_labelled
     from .metrics import evaluate
     from .related.base import tqdm_progress
     from .training import TrainingError
@@ -114,27 +110,8 @@ def evaluate_method(args, dataset, error) -> int:
     if dist.world_size() > 1 and not args.work_dir:
         raise error(f"--method {args.method} under torchrun needs --work-dir, a folder every "
                     "process shares")
-    n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-    if n == 0:
-        raise error(f"{dataset}: no images to evaluate")
     quiet = args.quiet or args.json
-    xs, ys = [], []
-    bar = _progress(n, "load", quiet or not dist.is_main())
-    for i in range(n):
-        try:
-            x, y = dataset[i]
-        except ImageError as err:
-            bar.close()
-            raise error(str(err))
-        if y is None:
-            bar.close()
-            raise error(f"{dataset.names[i]}: no ground-truth mask; evaluate needs masks")
-        xs.append(x)
-        ys.append(y)
-        bar.update(1)
-    bar.close()
-    x = torch.from_numpy(np.stack(xs))
-    y = torch.from_numpy(np.stack(ys))[:, None]
+    x, y = load_labelled(dataset, args.limit, quiet)
     dist.init()
     try:
         result = related.segment(x, args.method, cfg,

@@ -85,3 +85,14 @@ def noise_masks(n: int, h: int, w: int, seed: int = 0, p: float = 0.5) -> torch.
     """Independent Bernoulli(p) pixels: (n, 1, h, w) bool."""
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, h, w, generator=g, dtype=torch.float64) < p
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: tensors this small are fastest on one thread, and far
+    faster on a busy machine. A module asks for it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

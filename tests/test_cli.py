@@ -37,13 +37,8 @@ SUMMARY = re.compile(r"^segmented (\d+), skipped (\d+) already done, failed (\d+
 
 
 # ------------------------------------------------------------------------------ helpers
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors this small are fastest on one thread (and far faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tensors this small are fastest on one thread (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,8 @@ from iemlib.cli import main
 from iemlib.related import METHODS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors this small are fastest on one thread (and far faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tensors this small are fastest on one thread (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

@@ -34,12 +34,8 @@ from test_cli import (assert_binary_mask, assert_one_line_error, error_lines, ho
 QUICK = ["--iters", "5", "--device", "cpu", "--quiet", "--size", "32"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tensors this small are fastest on one thread (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -18,12 +18,8 @@ from iemlib.images import image_to_array
 from test_cli import synthetic
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tensors this small are fastest on one thread (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def noise(width: int, height: int, seed: int) -> Image.Image:

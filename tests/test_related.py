@@ -34,13 +34,8 @@ from iemlib.related.kanezaki import (AUTHORS_AREA, KanezakiConfig, KanezakiNet, 
 from iemlib.related.redo import ReDOConfig, smaller_region, train_mask_net
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors this small are fastest on one thread (and far faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tensors this small are fastest on one thread (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import torch
 
 from .base import MethodResult, align_labels, border_rule, hungarian_map, oracle_merge
 

@@ -15,8 +15,11 @@ score; with k > 2 clusters the *merge* matters, and :func:`border_rule` decides 
 """
 from __future__ import annotations
 
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -71,21 +74,49 @@ class Clock:
 Progress = Callable[[int, str], object]
 
 
-def no_progress(total: int, desc: str):
-    class _Null:
-        def update(self, n=1):
-            pass
-
-        def close(self):
-            pass
-    return _Null()
-
-
 def tqdm_progress(total: int, desc: str):
     import sys
 
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+
+
+@contextmanager
+def training_folder(out_dir, method: str):
+    """Where a set-trained method keeps its checkpoint and log: ``out_dir`` (created; a
+    rerun resumes there), or a temporary folder removed on exit. Yields (folder, kept).
+    Under torchrun the processes must share a folder, so ``out_dir`` is required; an
+    interruption inside a temporary folder says that nothing was kept."""
+    from .. import distributed as dist
+    from ..training import TrainingInterrupted
+    if out_dir is not None:
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder, True
+        return
+    if dist.world_size() > 1:
+        raise ValueError(f"{method} under torchrun needs an out_dir that every process shares")
+    with tempfile.TemporaryDirectory(prefix=f"iem-{method.lower()}-") as tmp:
+        try:
+            yield Path(tmp), False
+        except TrainingInterrupted as err:
+            raise TrainingInterrupted(f"{method} interrupted; its training was in a temporary folder "
+                                      "and is not kept (give an out_dir, --work-dir, to resume)",
+                                      err.signum) from None
+
+
+def per_image(x: torch.Tensor, fit, desc: str, progress=None) -> list:
+    """``fit(image)`` for every image (3, H, W) of ``x``, in order, with a bar from
+    ``progress(total, desc)`` when given: the loop of the methods that learn per image."""
+    bar = progress(x.shape[0], desc) if progress else None
+    out = []
+    for image in x:
+        out.append(fit(image))
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    return out
 
 
 # --------------------------------------------------------------------- k clusters -> mask

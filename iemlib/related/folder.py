@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..folder import (FolderSummary, OutputError, _check_folders, _OutputFolder, _write_error,
-                      mask_done, open_manifest, write_png_atomic)
+from ..folder import (FolderSummary, OutputError, _check_folders, _no_progress, _OutputFolder,
+                      _write_error, mask_done, open_manifest, write_png_atomic)
 from ..images import ImageError, image_to_array, read_image
 from . import TRAINS_ON_SET, segment
 
@@ -60,10 +60,9 @@ def segment_folder_with(method: str, cfg, in_dir, out_dir, size: int = 128,
     (see the module notes). ``report(kind, message)`` gets one line per bad ("error") or
     skipped entry; ``progress(total, desc)`` makes a bar. Raises ImageError, FolderError
     or OutputError (one line naming the file); masks written before are kept."""
-    from .base import no_progress
     start = time.perf_counter()
     report = report or (lambda kind, message: None)
-    progress = progress or no_progress
+    progress = progress or _no_progress
     job = type("Job", (), {"in_dir": Path(in_dir), "out_dir": Path(out_dir)})()
     scan = _check_folders(job)
     out = Path(out_dir)

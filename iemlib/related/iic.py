@@ -43,7 +43,6 @@ joint distribution from its own share of the batch (theirs gathers the whole bat
 from __future__ import annotations
 
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,7 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..iem import resolve_device
-from .base import Clock, MethodResult, as_images, border_rule
+from .base import Clock, MethodResult, as_images, border_rule, training_folder
 
 TASK = "iic"
 EPS = sys.float_info.epsilon
@@ -286,7 +285,6 @@ def segment(x, config: IICConfig | None = None, progress=None, train_images=None
     """Train on ``train_images`` (default: ``x`` itself, IIC's transductive use), then
     cluster ``x``. ``result.labels`` are the main head's clusters, ``info["over_labels"]``
     the over-clustering head's."""
-    from .. import distributed as dist
     cfg = config or IICConfig()
     x = as_images(x)
     if x.shape[-1] % 2 or x.shape[-2] % 2:
@@ -294,26 +292,8 @@ def segment(x, config: IICConfig | None = None, progress=None, train_images=None
     dev = resolve_device(cfg.device)
     clock = Clock(dev)
     train_x = x if train_images is None else as_images(train_images)
-    tmp = None
-    if cfg.out_dir is None:
-        if dist.world_size() > 1:
-            raise ValueError("IIC under torchrun needs an out_dir that every process shares")
-        tmp = tempfile.TemporaryDirectory(prefix="iem-iic-")
-        out = Path(tmp.name) / "iic.pt"
-    else:
-        out = Path(cfg.out_dir) / "iic.pt"
-        out.parent.mkdir(parents=True, exist_ok=True)
-    from ..training import TrainingInterrupted
-    try:
-        net, result = train_net(train_x, cfg, out)
-    except TrainingInterrupted as err:
-        if tmp is None:
-            raise
-        raise TrainingInterrupted("IIC interrupted; its training was in a temporary folder and is "
-                                  "not kept (give an out_dir, --work-dir, to resume)", err.signum) from None
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    with training_folder(cfg.out_dir, "IIC") as (folder, _):
+        net, result = train_net(train_x, cfg, folder / "iic.pt")
     # the cluster ids are the network's own, shared by every image (IIC's clusters are the
     # dataset's), so a dataset-level matching can still be made from them
     main, over = predict(net, x, dev)

@@ -47,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..iem import resolve_device
-from .base import Clock, MethodResult, as_images, border_rule, compact_labels
+from .base import Clock, MethodResult, as_images, border_rule, compact_labels, per_image
 
 #: the image area the authors' 10,000 superpixels were chosen for (BSD500, 481 x 321)
 AUTHORS_AREA = 481 * 321
@@ -172,17 +172,10 @@ def segment(x, config: KanezakiConfig | None = None, progress=None) -> MethodRes
     x = as_images(x)
     dev = resolve_device(cfg.device)
     clock = Clock(dev)
-    bar = progress(x.shape[0], "Kanezaki TIP" if not cfg.slic else "Kanezaki") if progress else None
-    labels, iters = [], []
-    for image in x:
-        lab, it = fit_one(image, cfg, dev)
-        labels.append(lab)
-        iters.append(it)
-        if bar:
-            bar.update(1)
-    if bar:
-        bar.close()
-    labels = compact_labels(torch.stack(labels))
+    fits = per_image(x, lambda image: fit_one(image, cfg, dev),
+                     "Kanezaki" if cfg.slic else "Kanezaki TIP", progress)
+    labels = compact_labels(torch.stack([lab for lab, _ in fits]))
+    iters = [it for _, it in fits]
     return MethodResult(masks=border_rule(labels), labels=labels, seconds=clock.seconds(),
                         info={"iterations": iters,
                               "clusters": [int(lab.max()) + 1 for lab in labels]})

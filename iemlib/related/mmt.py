@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..iem import resolve_device
-from .base import Clock, MethodResult, as_images, border_rule, compact_labels, hungarian_map
+from .base import Clock, MethodResult, as_images, border_rule, compact_labels, hungarian_map, per_image
 from .kanezaki import KanezakiNet, continuity_loss
 
 
@@ -109,15 +109,7 @@ def segment(x, config: MMTConfig | None = None, progress=None) -> MethodResult:
     x = as_images(x)
     dev = resolve_device(cfg.device)
     clock = Clock(dev)
-    bar = progress(x.shape[0], "MMT") if progress else None
-    labels = []
-    for image in x:
-        labels.append(fit_one(image, cfg, dev))
-        if bar:
-            bar.update(1)
-    if bar:
-        bar.close()
-    labels = compact_labels(torch.stack(labels))
+    labels = compact_labels(torch.stack(per_image(x, lambda image: fit_one(image, cfg, dev), "MMT", progress)))
     return MethodResult(masks=border_rule(labels), labels=labels, seconds=clock.seconds(),
                         info={"iterations": cfg.iters,
                               "clusters": [int(lab.max()) + 1 for lab in labels]})

@@ -39,7 +39,6 @@ those of a model trained far less than ReDO's.
 from __future__ import annotations
 
 import copy
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -50,8 +49,7 @@ import torch.nn.functional as F
 from ..iem import resolve_device
 from ..nets.redo import Discriminator, Generators, NoiseEncoder, ReDONetsConfig, orthogonal_init
 from ..nets.segnet import SegNet, SegNetConfig
-from ..training import TrainingInterrupted
-from .base import Clock, MethodResult, as_images
+from .base import Clock, MethodResult, as_images, training_folder
 
 TASK = "redo"
 
@@ -296,7 +294,6 @@ def train_mask_net(x: torch.Tensor, cfg: ReDOConfig, folder: Path, say=None):
 
 def segment(x, config: ReDOConfig | None = None, progress=None, train_images=None) -> MethodResult:
     """Train ReDO on ``train_images`` (default: ``x``), then threshold its masks at 0.5."""
-    from .. import distributed as dist
     cfg = config or ReDOConfig()
     x = as_images(x)
     if tuple(x.shape[-2:]) != (128, 128):
@@ -307,27 +304,10 @@ def segment(x, config: ReDOConfig | None = None, progress=None, train_images=Non
     if tuple(train_x.shape[-2:]) != (128, 128):
         raise ValueError(f"ReDO's networks are built for 128 x 128 images; the training images "
                          f"are {tuple(train_x.shape[-2:])}")
-    tmp = None
-    if cfg.out_dir is None:
-        if dist.world_size() > 1:
-            raise ValueError("ReDO under torchrun needs an out_dir that every process shares")
-        tmp = tempfile.TemporaryDirectory(prefix="iem-redo-")
-        folder = Path(tmp.name)
-    else:
-        folder = Path(cfg.out_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-    try:
+    with training_folder(cfg.out_dir, "ReDO") as (folder, kept):
         net, record = train_mask_net(train_x, cfg, folder)
-        if tmp is not None:
-            record["log"] = None
-    except TrainingInterrupted as err:
-        if tmp is None:
-            raise
-        raise TrainingInterrupted("ReDO interrupted; its training was in a temporary folder and is "
-                                  "not kept (give an out_dir, --work-dir, to resume)", err.signum) from None
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    if not kept:
+        record["log"] = None
     probs = predict(net, x, dev)
     return MethodResult(masks=probs >= 0.5, seconds=clock.seconds(),
                         info={**record, "train_images": train_x.shape[0], "probabilities": probs})
