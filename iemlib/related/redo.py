@@ -93,7 +93,8 @@ class ReDOConfig:
     def cpu(cls, **changes) -> "ReDOConfig":
         """The CPU budget: networks an eighth of the authors' widths (the mask network
         half), no self-attention (at 64 x 64 it takes 85 % of a step's time on a CPU),
-        batch 10, 2,000 steps with a check every 200 (about 0.4 s a step on 2 cores)."""
+        batch 10, 2,000 steps with a check every 200 (0.6 s a step on 2 cores, measured by
+        benchmarks/related_speed.py)."""
         base = cls(nets=ReDONetsConfig(gen_width=4, disc_width=8, enc_width=8, attention=False),
                    mask_width=32, steps=2000, batch_size=10, eval_every=200)
         return replace(base, **changes)
